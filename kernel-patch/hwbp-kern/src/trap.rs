@@ -1,0 +1,218 @@
+//! The #DB handler's logic: from DR6 to hit records and a verdict the
+//! kernel's exception entry acts on.
+//!
+//! The kernel's `debug` exception entry calls
+//! [`CpuDebugState::handle_debug_exception`] first, then:
+//! - sets RFLAGS.RF in the interrupted frame when [`DebugVerdict::set_resume_flag`]
+//!   (an exec breakpoint is a fault: without RF, `iretq` would re-execute
+//!   the instruction and fault again, forever);
+//! - runs its existing single-step path when [`DebugVerdict::single_step`];
+//! - returns to the interrupted context when [`DebugVerdict::handled`];
+//!   this is also the case for a kernel-mode access (a syscall copying a
+//!   watched user buffer): the hit is recorded, nothing is killed;
+//! - otherwise keeps its old behaviour for a #DB nobody claimed.
+
+use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_WITH_SINGLE_STEP, HitRecord};
+use crate::dr6::{self, Dr6Status};
+use crate::piece::{Access, Slot};
+use crate::regs::DebugRegs;
+use crate::ring::HitRing;
+use crate::switch::CpuDebugState;
+
+/// What the exception entry knows about the interrupted code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrapInfo {
+    /// RIP of the interrupted frame.
+    pub rip: u64,
+    /// The exception came from CPL 3.
+    pub user_mode: bool,
+    /// The running context's id.
+    pub context: u64,
+    /// Monotonic nanoseconds.
+    pub timestamp: u64,
+}
+
+/// What the handler found, for the exception entry to act on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DebugVerdict {
+    /// Slots whose breakpoint fired and was recorded (or dropped on a full
+    /// ring), bit i = slot i.
+    pub hits: u8,
+    /// Of those, records the full ring dropped.
+    pub dropped: u8,
+    /// B0-B3 bits for slots that hold nothing: ignored.
+    pub spurious: u8,
+    /// An exec breakpoint fired: set RF before returning.
+    pub set_resume_flag: bool,
+    /// DR6.BS: the kernel's single-step path must run.
+    pub single_step: bool,
+    /// DR6.BD or BT: causes this crate does not own.
+    pub other: bool,
+}
+
+impl DebugVerdict {
+    /// Every cause of the #DB was a breakpoint of ours: return to the
+    /// interrupted code (after setting RF if asked).
+    pub const fn handled(&self) -> bool {
+        self.hits != 0 && !self.single_step && !self.other
+    }
+}
+
+impl CpuDebugState {
+    /// Decode DR6, queue a hit record for each slot that fired, clear DR6.
+    ///
+    /// Allocation-free and lock-free: safe to run in the #DB entry, which
+    /// may interrupt anything on this CPU.
+    ///
+    /// # Safety
+    /// The caller is the only producer on `ring` while this runs: the ring
+    /// belongs to this CPU and only this CPU's #DB handler pushes to it.
+    pub unsafe fn handle_debug_exception<R: DebugRegs, const N: usize>(
+        &mut self,
+        regs: &mut R,
+        ring: &HitRing<N>,
+        info: &TrapInfo,
+    ) -> DebugVerdict {
+        let status = Dr6Status::decode(regs.read_dr6());
+        // B bits may be set for disabled slots (SDM 18.2.3): only slots we
+        // loaded count.
+        let loaded = self.loaded().used_slots();
+        let mut verdict = DebugVerdict {
+            spurious: status.slots & !loaded,
+            single_step: status.single_step,
+            other: status.debug_register_access || status.task_switch,
+            ..DebugVerdict::default()
+        };
+
+        let mut flags = if info.user_mode { 0 } else { HIT_KERNEL_MODE };
+        if status.single_step {
+            flags |= HIT_WITH_SINGLE_STEP;
+        }
+        for slot in Slot::ALL {
+            if status.slots & loaded & slot.bit() == 0 {
+                continue;
+            }
+            let Some(l) = self.loaded().slot(slot) else { continue };
+            let exec = l.piece.access() == Access::Exec;
+            verdict.set_resume_flag |= exec;
+            let record = HitRecord {
+                token: l.token,
+                rip: info.rip,
+                addr: l.piece.addr(),
+                context: info.context,
+                timestamp: info.timestamp,
+                cpu: self.cpu(),
+                flags: flags | if exec { HIT_EXEC } else { 0 },
+            };
+            verdict.hits |= slot.bit();
+            // SAFETY: single producer, from this function's contract.
+            if !unsafe { ring.push(record) } {
+                verdict.dropped |= slot.bit();
+            }
+        }
+
+        // The processor never clears B0-B3 or BS itself.
+        regs.write_dr6(dr6::CLEAR);
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::piece::{Len, Piece};
+    use crate::plan::{ContextPiece, ContextPlan, CpuFilter, CpuPiece, CpuPlan};
+    use crate::regs::RegisterFile;
+
+    const USER: TrapInfo = TrapInfo { rip: 0x4000, user_mode: true, context: 7, timestamp: 99 };
+
+    fn armed() -> (CpuDebugState, RegisterFile) {
+        let mut cpu = CpuDebugState::new(1);
+        let mut regs = RegisterFile::RESET;
+        cpu.set_plan(
+            CpuPlan::from_pieces([CpuPiece { piece: Piece::new(0x5000, Len::One, Access::Exec).unwrap(), token: 50 }])
+                .unwrap(),
+        );
+        let plan = ContextPlan::from_pieces([ContextPiece {
+            piece: Piece::new(0x1000, Len::Eight, Access::Write).unwrap(),
+            token: 10,
+            cpu: CpuFilter::Any,
+        }])
+        .unwrap();
+        cpu.switch_to(&mut regs, Some(&plan));
+        (cpu, regs)
+    }
+
+    fn drain<const N: usize>(ring: &HitRing<N>) -> std::vec::Vec<HitRecord> {
+        std::iter::from_fn(|| unsafe { ring.pop() }).collect()
+    }
+
+    #[test]
+    fn a_data_hit_is_recorded_with_its_token_and_dr6_is_cleared() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert_eq!(v, DebugVerdict { hits: 0b0010, ..DebugVerdict::default() });
+        assert!(v.handled());
+        assert_eq!(regs.dr6, dr6::CLEAR);
+        let hits = drain(&ring);
+        assert_eq!(hits, vec![HitRecord { token: 10, rip: 0x4000, addr: 0x1000, context: 7, timestamp: 99, cpu: 1, flags: 0 }]);
+    }
+
+    #[test]
+    fn an_exec_hit_asks_for_rf() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b0001;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.set_resume_flag);
+        assert_eq!(drain(&ring)[0].flags, HIT_EXEC);
+    }
+
+    #[test]
+    fn single_step_and_breakpoint_in_one_exception_are_both_reported() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | dr6::BS | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.single_step);
+        assert_eq!(v.hits, 0b0010);
+        assert!(!v.handled(), "the single-step path must still run");
+        assert_eq!(drain(&ring)[0].flags, HIT_WITH_SINGLE_STEP);
+    }
+
+    #[test]
+    fn b_bits_of_unloaded_slots_are_ignored() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b1100;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert_eq!(v.spurious, 0b1100);
+        assert_eq!(v.hits, 0);
+        assert!(!v.handled());
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn a_kernel_mode_hit_is_recorded_and_handled() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let info = TrapInfo { user_mode: false, ..USER };
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &info) };
+        assert!(v.handled());
+        assert_eq!(drain(&ring)[0].flags, HIT_KERNEL_MODE);
+    }
+
+    #[test]
+    fn a_full_ring_drops_and_says_so() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<1>::new();
+        regs.dr6 = dr6::CLEAR | 0b0011;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert_eq!(v.hits, 0b0011);
+        assert_eq!(v.dropped, 0b0010);
+        assert_eq!(ring.dropped(), 1);
+    }
+}

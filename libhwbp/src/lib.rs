@@ -1,0 +1,1 @@
+//! libhwbp: see README.md.

@@ -1,0 +1,1 @@
+//! hwbpd: see README.md.
