@@ -1,0 +1,1 @@
+//! The policy engine: see the crate description.
