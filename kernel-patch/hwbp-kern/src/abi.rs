@@ -127,7 +127,7 @@ impl RawPiece {
 
 /// Decode a context plan written as `n` raw pieces.
 pub fn decode_context_plan(bytes: &[u8]) -> Result<ContextPlan, DecodeError> {
-    if bytes.len() % RAW_PIECE_SIZE != 0 {
+    if !bytes.len().is_multiple_of(RAW_PIECE_SIZE) {
         return Err(DecodeError::Length);
     }
     let mut plan = ContextPlan::EMPTY;

@@ -59,8 +59,8 @@ impl Vector<'_> {
     /// Every breakpoint address is a multiple of its length, and the access
     /// is naturally aligned: the cases where QEMU follows the SDM.
     pub fn is_aligned(&self) -> bool {
-        let op_aligned = self.op.offset % u64::from(self.op.size.max(1)) == 0;
-        op_aligned && self.slots.iter().flatten().all(|s| s.offset % s.len.bytes() == 0)
+        let op_aligned = self.op.offset.is_multiple_of(u64::from(self.op.size.max(1)));
+        op_aligned && self.slots.iter().flatten().all(|s| s.offset.is_multiple_of(s.len.bytes()))
     }
 
     /// The SDM's answer: a slot fires when its condition matches the access
@@ -76,9 +76,9 @@ impl Vector<'_> {
                 (Access::Exec, OpKind::Exec) => self.op.offset == s.offset,
                 (Access::Exec, _) | (_, OpKind::Exec) => false,
                 (access, kind) => {
-                    let start = s.offset & !(s.len.bytes() - 1);
-                    let end = start + s.len.bytes();
-                    let op_end = self.op.offset + u64::from(self.op.size);
+                    let start = s.offset & !s.len.bytes().wrapping_sub(1);
+                    let end = start.saturating_add(s.len.bytes());
+                    let op_end = self.op.offset.saturating_add(u64::from(self.op.size));
                     access.matches_data(kind == OpKind::Write) && self.op.offset < end && start < op_end
                 }
             };
@@ -105,7 +105,7 @@ pub fn parse(table: &str) -> impl Iterator<Item = Result<Vector<'_>, ParseError>
         if line.is_empty() {
             return None;
         }
-        Some(parse_line(line).map_err(|what| ParseError { line: i + 1, what }))
+        Some(parse_line(line).map_err(|what| ParseError { line: i.saturating_add(1), what }))
     })
 }
 
@@ -159,7 +159,7 @@ fn parse_op(field: &str) -> Result<Op, &'static str> {
     let (offset, size) = rest.split_once('/').ok_or("op without size")?;
     let offset = parse_u64(offset).filter(|&o| o < 4096).ok_or("bad op offset")?;
     let size = parse_u64(size).and_then(Len::from_bytes).ok_or("bad op size")?.bytes() as u8;
-    if offset + u64::from(size) > 4096 {
+    if offset.saturating_add(u64::from(size)) > 4096 {
         return Err("op leaves the page");
     }
     Ok(Op { kind, offset, size })

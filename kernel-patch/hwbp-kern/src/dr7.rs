@@ -22,9 +22,25 @@ pub const RESERVED_ONE: u64 = 1 << 10;
 /// in use.
 pub const DISARMED: u64 = 0;
 
-const CONTROL_SHIFT: u32 = 16;
-const CONTROL_BITS_PER_SLOT: u32 = 4;
-const ENABLE_BITS_PER_SLOT: u32 = 2;
+/// Bit position of slot i's enable pair: 2i.
+const fn enable_shift(slot: Slot) -> u32 {
+    match slot.index() {
+        0 => 0,
+        1 => 2,
+        2 => 4,
+        _ => 6,
+    }
+}
+
+/// Bit position of slot i's R/W field (LEN follows at +2): 16 + 4i.
+const fn control_shift(slot: Slot) -> u32 {
+    match slot.index() {
+        0 => 16,
+        1 => 20,
+        2 => 24,
+        _ => 28,
+    }
+}
 
 const RW_EXEC: u64 = 0b00;
 const RW_WRITE: u64 = 0b01;
@@ -55,12 +71,12 @@ const fn len_bits(len: Len) -> u64 {
 
 /// Both enable bits of `slot`.
 pub const fn enable_mask(slot: Slot) -> u64 {
-    (LOCAL_ENABLE_0 | GLOBAL_ENABLE_0) << (slot.index() as u32 * ENABLE_BITS_PER_SLOT)
+    (LOCAL_ENABLE_0 | GLOBAL_ENABLE_0) << enable_shift(slot)
 }
 
 /// The R/W and LEN field of `slot`.
 pub const fn control_mask(slot: Slot) -> u64 {
-    0b1111 << (CONTROL_SHIFT + slot.index() as u32 * CONTROL_BITS_PER_SLOT)
+    0b1111 << control_shift(slot)
 }
 
 /// Every bit of DR7 that belongs to `slot`.
@@ -71,9 +87,7 @@ pub const fn slot_mask(slot: Slot) -> u64 {
 /// DR7 bits that arm `piece` in `slot`: its global enable, R/W and LEN.
 pub const fn encode_slot(slot: Slot, piece: &Piece) -> u64 {
     let control = (len_bits(piece.len()) << 2) | rw_bits(piece.access());
-    let shift = slot.index() as u32;
-    (GLOBAL_ENABLE_0 << (shift * ENABLE_BITS_PER_SLOT))
-        | (control << (CONTROL_SHIFT + shift * CONTROL_BITS_PER_SLOT))
+    (GLOBAL_ENABLE_0 << enable_shift(slot)) | (control << control_shift(slot))
 }
 
 /// The condition DR7 programs for one slot, as the hardware reads it.
@@ -89,7 +103,7 @@ pub struct SlotControl {
 /// Decode slot `slot` of a raw DR7 value as the processor does.
 pub const fn decode_slot(dr7: u64, slot: Slot) -> SlotControl {
     let enabled = dr7 & enable_mask(slot) != 0;
-    let control = (dr7 >> (CONTROL_SHIFT + slot.index() as u32 * CONTROL_BITS_PER_SLOT)) & 0b1111;
+    let control = (dr7 >> control_shift(slot)) & 0b1111;
     let access = match control & 0b11 {
         RW_EXEC => Some(Access::Exec),
         RW_WRITE => Some(Access::Write),
@@ -106,18 +120,8 @@ pub const fn decode_slot(dr7: u64, slot: Slot) -> SlotControl {
 }
 
 /// Mask of slots (bit i = slot i) enabled in `dr7`.
-pub const fn enabled_slots(dr7: u64) -> u8 {
-    let mut mask = 0u8;
-    let mut i = 0;
-    while i < crate::NUM_SLOTS {
-        if let Some(slot) = Slot::new(i) {
-            if dr7 & enable_mask(slot) != 0 {
-                mask |= slot.bit();
-            }
-        }
-        i += 1;
-    }
-    mask
+pub fn enabled_slots(dr7: u64) -> u8 {
+    Slot::ALL.into_iter().filter(|&s| dr7 & enable_mask(s) != 0).fold(0, |mask, s| mask | s.bit())
 }
 
 #[cfg(test)]

@@ -150,14 +150,14 @@ impl fmt::Display for PieceError {
 
 impl Piece {
     pub fn new(addr: u64, len: Len, access: Access) -> Result<Piece, PieceError> {
-        if addr % len.bytes() != 0 {
+        if !addr.is_multiple_of(len.bytes()) {
             return Err(PieceError::Unaligned);
         }
         if access == Access::Exec && len != Len::One {
             return Err(PieceError::ExecLength);
         }
         // Aligned, so `addr + len - 1` cannot overflow.
-        let last = addr | (len.bytes() - 1);
+        let last = addr | len.bytes().wrapping_sub(1);
         let user = last < USER_END;
         let kernel = addr >= KERNEL_START;
         if !user && !kernel {

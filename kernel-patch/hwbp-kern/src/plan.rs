@@ -96,9 +96,9 @@ impl ContextPlan {
     pub fn push(&mut self, piece: ContextPiece) -> Result<(), PlanError> {
         let slot = self.pieces.get_mut(self.len).ok_or(PlanError::TooManyPieces)?;
         *slot = Some(piece);
-        self.len += 1;
+        self.len = self.len.saturating_add(1);
         if let Err(e) = self.check_per_cpu() {
-            self.len -= 1;
+            self.len = self.len.saturating_sub(1);
             if let Some(slot) = self.pieces.get_mut(self.len) {
                 *slot = None;
             }
@@ -114,10 +114,10 @@ impl ContextPlan {
             return Err(PlanError::CpuOverflow(0));
         }
         for p in self.iter() {
-            if let CpuFilter::Only(cpu) = p.cpu {
-                if self.on_cpu(cpu).count() > NUM_SLOTS {
-                    return Err(PlanError::CpuOverflow(cpu));
-                }
+            if let CpuFilter::Only(cpu) = p.cpu
+                && self.on_cpu(cpu).count() > NUM_SLOTS
+            {
+                return Err(PlanError::CpuOverflow(cpu));
             }
         }
         Ok(())

@@ -7,7 +7,8 @@
 //! producer cannot discard the oldest without racing the consumer. `hwbpd`
 //! reads the count and reports the loss in `lost`.
 //!
-//! Head and tail are free-running counters; a slot is `counter % N`.
+//! Head and tail are free-running counters; a slot is `counter % N`, N a
+//! power of two.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,8 @@ impl<const N: usize> Default for HitRing<N> {
 
 impl<const N: usize> HitRing<N> {
     const CAPACITY_IS_A_POWER_OF_TWO: () = assert!(N.is_power_of_two(), "ring capacity must be a power of two");
+    /// `counter & INDEX_MASK` is `counter % N`, N being a power of two.
+    const INDEX_MASK: usize = N.wrapping_sub(1);
 
     pub const fn new() -> Self {
         let () = Self::CAPACITY_IS_A_POWER_OF_TWO;
@@ -64,7 +67,7 @@ impl<const N: usize> HitRing<N> {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if let Some(slot) = self.slots.get(head % N) {
+        if let Some(slot) = self.slots.get(head & Self::INDEX_MASK) {
             // SAFETY: the consumer has released this slot (tail is past it,
             // acquired above) and we are the only producer.
             unsafe { slot.get().write(record) };
@@ -86,7 +89,7 @@ impl<const N: usize> HitRing<N> {
         }
         // SAFETY: the producer published this slot with its release store of
         // `head` (acquired above) and will not touch it until `tail` moves.
-        let record = self.slots.get(tail % N).map(|slot| unsafe { slot.get().read() });
+        let record = self.slots.get(tail & Self::INDEX_MASK).map(|slot| unsafe { slot.get().read() });
         self.tail.store(tail.wrapping_add(1), Ordering::Release);
         record
     }
@@ -96,14 +99,14 @@ impl<const N: usize> HitRing<N> {
     /// # Safety
     /// As for [`HitRing::pop`].
     pub unsafe fn drain(&self, out: &mut [HitRecord]) -> usize {
-        let mut n = 0;
+        let mut n = 0usize;
         for slot in out.iter_mut() {
             // SAFETY: forwarded from this function's contract.
             match unsafe { self.pop() } {
                 Some(r) => *slot = r,
                 None => break,
             }
-            n += 1;
+            n = n.saturating_add(1);
         }
         n
     }

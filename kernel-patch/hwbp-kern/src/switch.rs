@@ -148,11 +148,11 @@ impl CpuDebugState {
 
         // 2. Addresses of the slots that will be armed, where they differ.
         for (slot, loaded) in target.iter() {
-            if let Some(hw) = self.hw_addr.get_mut(slot.index()) {
-                if *hw != loaded.piece.addr() {
-                    regs.write_addr(slot, loaded.piece.addr());
-                    *hw = loaded.piece.addr();
-                }
+            if let Some(hw) = self.hw_addr.get_mut(slot.index())
+                && *hw != loaded.piece.addr()
+            {
+                regs.write_addr(slot, loaded.piece.addr());
+                *hw = loaded.piece.addr();
             }
         }
 
