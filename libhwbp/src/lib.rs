@@ -1,1 +1,11 @@
-//! libhwbp: see README.md.
+//! libhwbp: the client library of hwbp (hardware breakpoints for Redox) and
+//! the ABI it shares with hwbpd. See README.md.
+//!
+//! - [`abi`]: the contract as types (paths, records, commands, errors);
+//! - [`Transport`]: how the client reaches hwbpd (the real `/scheme/hwbp`
+//!   on Redox, or an in-process server on the host);
+//! - [`Breakpoint`], [`BreakpointHandle`], [`EventStream`]: the typed client.
+
+#![forbid(unsafe_code)]
+
+pub mod abi;

@@ -1,0 +1,35 @@
+//! The hwbp contract as code: the one module hwbpd and every client share
+//! (like a Hubris `.idol` file). See `/work/shared/hwbp-contract.md`
+//! (sections 2, 4 and 5) and libhwbp/README.md for the tables.
+//!
+//! - [`path`]: the open path grammar, options, the admitted (`fpath`) form;
+//! - [`event`]: perf's `mem:<addr>[/<len>][:<access>]`;
+//! - [`record`]: the count record and the hit record (byte layouts);
+//! - [`command`]: what is written to a breakpoint handle;
+//! - [`errno`]: the error numbers and what each means.
+
+pub mod command;
+pub mod errno;
+pub mod event;
+pub mod path;
+pub mod record;
+
+pub use command::Command;
+pub use errno::ErrorKind;
+pub use event::{format_mem_event, parse_mem_event, Access, MemEvent};
+pub use path::{
+    strip_scheme_prefix, AdmittedPath, AdmittedPiece, OpenPath, Options, PathError, RingSize, Target,
+    DEFAULT_RING, MAX_RING, SCHEME_PREFIX,
+};
+pub use record::{CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_RECORD_SIZE};
+
+/// Name given to `dup` on a breakpoint handle to open its hit stream.
+pub const EVENTS_DUP_NAME: &str = "events";
+/// Open breakpoints a non-root user may hold unless hwbpd is configured
+/// otherwise (contract section 3).
+pub const DEFAULT_USER_QUOTA: usize = 64;
+/// Debug address registers per CPU on x86.
+pub const SLOTS_PER_CPU: usize = 4;
+
+#[cfg(test)]
+mod tests;

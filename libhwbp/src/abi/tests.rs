@@ -1,0 +1,319 @@
+//! Grammar tests of the open path, options, admitted path and commands,
+//! each with the exact error, plus round trips and fuzzing.
+
+use super::*;
+use core::num::NonZeroU64;
+use proptest::prelude::*;
+
+fn p(s: &str) -> Result<OpenPath, PathError> {
+    OpenPath::parse(s)
+}
+
+fn err(s: &str) -> PathError {
+    p(s).expect_err(s)
+}
+
+#[test]
+fn every_target_form_parses() {
+    assert_eq!(p("task/42/mem:0x1000").unwrap().target, Target::Task(42));
+    assert_eq!(p("task/42/cpu/3/mem:0x1000").unwrap().target, Target::TaskOnCpu { pid: 42, cpu: 3 });
+    assert_eq!(p("cpu/1/mem:0x1000").unwrap().target, Target::Cpu(1));
+    assert_eq!(p("cpu/all/mem:0x1000").unwrap().target, Target::AllCpus);
+    assert_eq!(p("self/mem:0x1000").unwrap().target, Target::SelfTask);
+}
+
+#[test]
+fn scheme_prefix_and_leading_slash_are_accepted() {
+    let want = p("task/7/mem:0x10:w").unwrap();
+    assert_eq!(p("/scheme/hwbp/task/7/mem:0x10:w").unwrap(), want);
+    assert_eq!(p("/task/7/mem:0x10:w").unwrap(), want);
+    assert_eq!(want.to_scheme_path(), "/scheme/hwbp/task/7/mem:0x10/4:w");
+}
+
+#[test]
+fn bad_targets_are_einval_with_the_reason() {
+    assert_eq!(err(""), PathError::Empty);
+    assert_eq!(err("/scheme/hwbp/"), PathError::Empty);
+    assert_eq!(err("proc/1/mem:0x10"), PathError::UnknownTarget);
+    assert_eq!(err("self"), PathError::UnknownTarget);
+    assert_eq!(err("task/x/mem:0x10"), PathError::BadPid);
+    assert_eq!(err("task/-1/mem:0x10"), PathError::BadPid);
+    assert_eq!(err("task//mem:0x10"), PathError::BadPid);
+    assert_eq!(err("task/0x2a/mem:0x10"), PathError::BadPid);
+    assert_eq!(err("task/1/cpu/x/mem:0x10"), PathError::BadCpu);
+    assert_eq!(err("task/1/cpu/all/mem:0x10"), PathError::BadCpu);
+    assert_eq!(err("cpu/4294967296/mem:0x10"), PathError::BadCpu);
+    assert_eq!(err("cpu//mem:0x10"), PathError::BadCpu);
+    assert_eq!(err("task/1"), PathError::NotMemEvent);
+    assert_eq!(err("task/1/"), PathError::NotMemEvent);
+    assert_eq!(err("cpu/1"), PathError::NotMemEvent);
+    assert_eq!(err("task/1/cpu/2"), PathError::NotMemEvent);
+    assert_eq!(err("task/1/foo:0x10"), PathError::NotMemEvent);
+    for e in [err("task/x/mem:0x10"), err("cpu/all")] {
+        assert_eq!(e.errno(), errno::EINVAL);
+    }
+}
+
+#[test]
+fn event_errors_surface_through_the_path() {
+    assert_eq!(err("self/mem:0x10:r"), PathError::ReadOnlyAccess);
+    assert_eq!(err("self/mem:0x10:rwx"), PathError::ExecWithData);
+    assert_eq!(err("self/mem:0x10/0"), PathError::ZeroLength);
+    assert_eq!(err("self/mem:0x10/4:x"), PathError::ExecLength);
+    assert_eq!(err("self/mem:zz"), PathError::BadAddress);
+    assert_eq!(err("self/mem:0x10/"), PathError::BadLength);
+    assert_eq!(err("self/mem:0x10:w/junk"), PathError::BadAccess);
+}
+
+#[test]
+fn options_default_when_absent() {
+    let o = p("self/mem:0x10").unwrap().options;
+    assert_eq!(o, Options::default());
+    assert_eq!((o.period.get(), o.wakeup.get(), o.ring.get()), (1, 1, DEFAULT_RING));
+    assert!(!(o.pinned || o.exclusive || o.disabled || o.kernel || o.nosplit));
+}
+
+#[test]
+fn every_option_parses() {
+    let o = p("self/mem:0x10?pinned&exclusive&disabled&period=3&wakeup=5&ring=16&kernel&nosplit").unwrap().options;
+    assert!(o.pinned && o.exclusive && o.disabled && o.kernel && o.nosplit);
+    assert_eq!((o.period.get(), o.wakeup.get(), o.ring.get()), (3, 5, 16));
+}
+
+#[test]
+fn options_in_any_order_give_the_same_path() {
+    assert_eq!(p("self/mem:0x10?nosplit&pinned").unwrap(), p("self/mem:0x10?pinned&nosplit").unwrap());
+}
+
+#[test]
+fn option_errors_are_einval_with_the_reason() {
+    assert_eq!(err("self/mem:0x10?"), PathError::EmptyOption);
+    assert_eq!(err("self/mem:0x10?pinned&"), PathError::EmptyOption);
+    assert_eq!(err("self/mem:0x10?&pinned"), PathError::EmptyOption);
+    assert_eq!(err("self/mem:0x10?pinned&&kernel"), PathError::EmptyOption);
+    assert_eq!(err("self/mem:0x10?bogus"), PathError::UnknownOption("bogus".into()));
+    assert_eq!(err("self/mem:0x10?Pinned"), PathError::UnknownOption("Pinned".into()));
+    assert_eq!(err("self/mem:0x10?pinned?kernel"), PathError::UnknownOption("pinned?kernel".into()));
+    assert_eq!(err("self/mem:0x10?pinned&pinned"), PathError::DuplicateOption("pinned"));
+    assert_eq!(err("self/mem:0x10?period=2&period=2"), PathError::DuplicateOption("period"));
+    assert_eq!(err("self/mem:0x10?pinned=1"), PathError::UnexpectedValue("pinned"));
+    assert_eq!(err("self/mem:0x10?kernel="), PathError::UnexpectedValue("kernel"));
+    assert_eq!(err("self/mem:0x10?period"), PathError::BadOptionValue("period"));
+    assert_eq!(err("self/mem:0x10?period="), PathError::BadOptionValue("period"));
+    assert_eq!(err("self/mem:0x10?period=0x2"), PathError::BadOptionValue("period"));
+    assert_eq!(err("self/mem:0x10?wakeup=-1"), PathError::BadOptionValue("wakeup"));
+    assert_eq!(err("self/mem:0x10?ring=1k"), PathError::BadOptionValue("ring"));
+    assert_eq!(err("self/mem:0x10?period=99999999999999999999"), PathError::BadOptionValue("period"));
+    assert!(matches!(err("self/mem:0x10?period=0"), PathError::OptionOutOfRange { option: "period", min: 1, .. }));
+    assert!(matches!(err("self/mem:0x10?wakeup=0"), PathError::OptionOutOfRange { option: "wakeup", min: 1, .. }));
+    assert!(matches!(err("self/mem:0x10?ring=0"), PathError::OptionOutOfRange { option: "ring", min: 1, .. }));
+    assert_eq!(
+        err(&format!("self/mem:0x10?ring={}", MAX_RING + 1)),
+        PathError::OptionOutOfRange { option: "ring", min: 1, max: u64::from(MAX_RING) }
+    );
+    assert_eq!(p(&format!("self/mem:0x10?ring={MAX_RING}")).unwrap().options.ring.get(), MAX_RING);
+}
+
+#[test]
+fn trailing_junk_is_einval() {
+    assert_eq!(err("self/mem:0x10#x"), PathError::TrailingJunk);
+    assert_eq!(err("self/mem:0x10:w "), PathError::BadAccess);
+    assert_eq!(err("self/mem:0x10?pinned "), PathError::UnknownOption("pinned ".into()));
+    assert_eq!(err("self/mem:0x10?ring=4 "), PathError::BadOptionValue("ring"));
+    assert_eq!(err("self/mem:0x10\n"), PathError::BadAddress);
+    // An admitted path is not an open path.
+    assert_eq!(err("self/mem:0x10?pinned#pieces=0x10/4:rw"), PathError::UnknownOption("pinned#pieces".into()));
+    assert_eq!(err("self/mem:0x10#pieces=0x10/4:rw"), PathError::TrailingJunk);
+}
+
+#[test]
+fn canonical_form_spells_the_event_and_non_default_options() {
+    let cases = [
+        ("task/42/mem:4096", "task/42/mem:0x1000/4:rw"),
+        ("/scheme/hwbp/self/mem:0X1000:x", "self/mem:0x1000/8:x"),
+        ("cpu/all/mem:0x10/6:w?ring=1024&period=1&pinned", "cpu/all/mem:0x10/6:w?pinned"),
+        (
+            "task/1/cpu/2/mem:0x10:w?nosplit&kernel&ring=8&wakeup=2&period=3&disabled&exclusive&pinned",
+            "task/1/cpu/2/mem:0x10/4:w?pinned&exclusive&disabled&period=3&wakeup=2&ring=8&kernel&nosplit",
+        ),
+    ];
+    for (input, canonical) in cases {
+        let parsed = p(input).unwrap();
+        assert_eq!(parsed.to_string(), canonical);
+        assert_eq!(p(canonical).unwrap(), parsed);
+    }
+}
+
+#[test]
+fn admitted_path_lists_pieces_and_parses_back() {
+    let path = p("task/42/mem:0x1001/6:w?pinned").unwrap();
+    let pieces = [
+        AdmittedPiece::new(0x1001, 1, Access::Write).unwrap(),
+        AdmittedPiece::new(0x1002, 2, Access::Write).unwrap(),
+        AdmittedPiece::new(0x1004, 2, Access::Write).unwrap(),
+        AdmittedPiece::new(0x1006, 1, Access::Write).unwrap(),
+    ];
+    let text = path.with_pieces(&pieces).to_string();
+    assert_eq!(text, "task/42/mem:0x1001/6:w?pinned#pieces=0x1001/1:w,0x1002/2:w,0x1004/2:w,0x1006/1:w");
+    let back = AdmittedPath::parse(&text).unwrap();
+    assert_eq!(back.path, path);
+    assert_eq!(back.pieces, pieces);
+    assert_eq!(back.to_string(), text);
+    let exec = AdmittedPath::parse("self/mem:0x400000/8:x#pieces=0x400000/8:x").unwrap();
+    assert_eq!(exec.pieces[0].access(), Access::Exec);
+}
+
+#[test]
+fn admitted_pieces_must_be_aligned_single_registers() {
+    assert_eq!(AdmittedPiece::new(0x1001, 2, Access::Write), None);
+    assert_eq!(AdmittedPiece::new(0x1000, 3, Access::Write), None);
+    assert_eq!(AdmittedPiece::new(0x1000, 16, Access::ReadWrite), None);
+    for bad in [
+        "self/mem:0x10",
+        "self/mem:0x10#pieces=",
+        "self/mem:0x10#pieces=0x10/4:rw,",
+        "self/mem:0x10#pieces=0x11/4:rw",
+        "self/mem:0x10#pieces=16/4:rw",
+        "self/mem:0x10#pieces=0x10/4",
+        "self/mem:0x10#pieces=0x10:rw",
+        "self/mem:0x10#pieces=0x10/4:r",
+    ] {
+        assert_eq!(AdmittedPath::parse(bad), Err(PathError::BadPieces), "{bad}");
+    }
+}
+
+#[test]
+fn commands_parse_with_an_optional_newline() {
+    assert_eq!(Command::parse("enable"), Ok(Command::Enable));
+    assert_eq!(Command::parse("disable\n"), Ok(Command::Disable));
+    assert_eq!(Command::parse_bytes(b"reset\n"), Ok(Command::Reset));
+    let m = Command::parse("modify mem:0x2000/2:w\n").unwrap();
+    assert_eq!(m, Command::Modify { event: MemEvent::new(0x2000, 2, Access::Write).unwrap(), options: None });
+    let m = Command::parse("modify mem:0x2000:w?pinned&period=4").unwrap();
+    let Command::Modify { options: Some(o), .. } = m else { panic!("{m:?}") };
+    assert!(o.pinned);
+    assert_eq!(o.period, NonZeroU64::new(4).unwrap());
+}
+
+#[test]
+fn bad_commands_are_einval_with_the_reason() {
+    assert_eq!(Command::parse(""), Err(PathError::UnknownCommand(String::new())));
+    assert_eq!(Command::parse("\n"), Err(PathError::UnknownCommand(String::new())));
+    assert_eq!(Command::parse("start"), Err(PathError::UnknownCommand("start".into())));
+    assert_eq!(Command::parse("Enable"), Err(PathError::UnknownCommand("Enable".into())));
+    assert_eq!(Command::parse("enable\n\n"), Err(PathError::TrailingJunk));
+    assert_eq!(Command::parse("enable now"), Err(PathError::TrailingJunk));
+    assert_eq!(Command::parse(" enable"), Err(PathError::UnknownCommand(String::new())));
+    assert_eq!(Command::parse("modify"), Err(PathError::MissingEvent));
+    assert_eq!(Command::parse("modify "), Err(PathError::MissingEvent));
+    assert_eq!(Command::parse("modify mem:0x10:r"), Err(PathError::ReadOnlyAccess));
+    assert_eq!(Command::parse("modify mem:0x10?"), Err(PathError::EmptyOption));
+    assert_eq!(Command::parse("modify  mem:0x10"), Err(PathError::NotMemEvent));
+    assert_eq!(Command::parse_bytes(&[0xff, 0xfe]), Err(PathError::NotUtf8));
+}
+
+#[test]
+fn commands_round_trip_through_display() {
+    let ev = MemEvent::new(0x2000, 6, Access::ReadWrite).unwrap();
+    let opts = Options { pinned: true, ..Options::default() };
+    for c in [
+        Command::Enable,
+        Command::Disable,
+        Command::Reset,
+        Command::Modify { event: ev, options: None },
+        Command::Modify { event: ev, options: Some(opts) },
+        Command::Modify { event: ev, options: Some(Options::default()) },
+    ] {
+        assert_eq!(Command::parse(&c.to_string()), Ok(c), "{c}");
+        assert_eq!(Command::parse(&format!("{c}\n")), Ok(c), "{c}");
+    }
+}
+
+// ---- property tests --------------------------------------------------------
+
+fn access() -> impl Strategy<Value = Access> {
+    prop_oneof![Just(Access::Exec), Just(Access::Write), Just(Access::ReadWrite)]
+}
+
+fn event() -> impl Strategy<Value = MemEvent> {
+    (any::<u64>(), 1u64..=64, access()).prop_filter_map("valid event", |(addr, len, acc)| {
+        let len = if acc == Access::Exec { event::EXEC_LEN } else { len };
+        MemEvent::new(addr, len, acc).ok()
+    })
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        any::<u64>().prop_map(Target::Task),
+        (any::<u64>(), any::<u32>()).prop_map(|(pid, cpu)| Target::TaskOnCpu { pid, cpu }),
+        any::<u32>().prop_map(Target::Cpu),
+        Just(Target::AllCpus),
+        Just(Target::SelfTask),
+    ]
+}
+
+fn options() -> impl Strategy<Value = Options> {
+    (any::<[bool; 5]>(), 1u64.., 1u64.., 1u64..=u64::from(MAX_RING)).prop_map(|(f, period, wakeup, ring)| Options {
+        pinned: f[0],
+        exclusive: f[1],
+        disabled: f[2],
+        kernel: f[3],
+        nosplit: f[4],
+        period: NonZeroU64::new(period).unwrap(),
+        wakeup: NonZeroU64::new(wakeup).unwrap(),
+        ring: RingSize::new(ring).unwrap(),
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_string_never_panics_any_parser(s in ".{0,80}") {
+        let _ = OpenPath::parse(&s);
+        let _ = AdmittedPath::parse(&s);
+        let _ = MemEvent::parse(&s);
+        let _ = Command::parse(&s);
+        let _ = Options::parse(&s);
+    }
+
+    #[test]
+    fn grammar_shaped_strings_never_panic(s in "(task|cpu|self|all|/|[0-9]|mem:|0x|[a-f]|:|r|w|x|\\?|&|=|pinned|ring|period|#pieces=|,){0,24}") {
+        let _ = OpenPath::parse(&s);
+        let _ = AdmittedPath::parse(&s);
+        let _ = Command::parse(&format!("modify {s}"));
+    }
+
+    #[test]
+    fn any_bytes_never_panic_record_or_command_decoders(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = CountRecord::from_slice(&b);
+        let _ = EventRecord::from_slice(&b);
+        let _ = EventRecord::decode_all(&b).count();
+        let _ = Command::parse_bytes(&b);
+    }
+
+    #[test]
+    fn open_paths_round_trip(target in target(), event in event(), options in options()) {
+        let path = OpenPath { target, event, options };
+        let text = path.to_string();
+        prop_assert_eq!(OpenPath::parse(&text), Ok(path));
+        prop_assert_eq!(OpenPath::parse(&path.to_scheme_path()), Ok(path));
+    }
+
+    #[test]
+    fn events_round_trip(event in event()) {
+        prop_assert_eq!(MemEvent::parse(&event.to_string()), Ok(event));
+    }
+
+    #[test]
+    fn records_round_trip(v in any::<[u64; 8]>()) {
+        let c = CountRecord { value: v[0], time_enabled_ns: v[1], time_running_ns: v[2], id: v[3], lost: v[4] };
+        prop_assert_eq!(CountRecord::from_bytes(&c.to_bytes()), c);
+        let e = EventRecord { id: v[0], ip: v[1], addr: v[2], access: v[3], pid: v[4], cpu: v[5], timestamp_ns: v[6], hit: v[7] };
+        prop_assert_eq!(EventRecord::from_bytes(&e.to_bytes()), e);
+    }
+
+    #[test]
+    fn scaled_value_is_at_least_the_raw_value(value in any::<u64>(), enabled in any::<u64>(), running in 1u64..) {
+        let c = CountRecord { value, time_enabled_ns: enabled, time_running_ns: running, id: 0, lost: 0 };
+        prop_assert!(c.scaled_value().unwrap() >= value);
+    }
+}
