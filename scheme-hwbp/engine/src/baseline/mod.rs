@@ -1,0 +1,1 @@
+//! Reference reimplementations of Linux accounting (benchmark baselines).

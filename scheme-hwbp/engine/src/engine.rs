@@ -1,0 +1,714 @@
+//! The engine: breakpoint records, shared slots, pinned admission, the
+//! planner and time accounting. See the crate's README for the algorithm.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hwbp_kern::plan::CpuPiece;
+use hwbp_kern::{
+    Composition, ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, NUM_SLOTS, Piece, Slot, Token, compose,
+};
+
+use crate::error::EngineError;
+use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::load::Load;
+use crate::request::{Request, Scope, validate};
+use crate::{BpId, Nanos, Pid, Uid};
+
+/// Open breakpoints a non-root uid may hold by default.
+pub const DEFAULT_QUOTA_PER_UID: usize = 64;
+/// Rotation period of flexible breakpoints by default: 4 ms, Linux's
+/// `perf_event_mux_interval_ms` at HZ=250.
+pub const DEFAULT_ROTATION_NS: Nanos = 4_000_000;
+/// Units an exclusive breakpoint holds in the accounting: all of them.
+const EXCLUSIVE_UNITS: u8 = NUM_SLOTS as u8;
+
+/// Engine settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// CPUs 0..cpus exist.
+    pub cpus: u32,
+    /// Open breakpoints per uid (EMFILE beyond).
+    pub quota_per_uid: usize,
+    /// uid 0 has no quota.
+    pub root_unlimited: bool,
+    /// Flexible breakpoints rotate at most once per this many nanoseconds.
+    pub rotation_ns: Nanos,
+}
+
+impl Config {
+    /// `cpus` CPUs and the contract's defaults.
+    pub fn new(cpus: u32) -> Config {
+        Config {
+            cpus,
+            quota_per_uid: DEFAULT_QUOTA_PER_UID,
+            root_unlimited: true,
+            rotation_ns: DEFAULT_ROTATION_NS,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new(1)
+    }
+}
+
+/// Plans that changed in a [`Engine::tick`] and must be pushed to the
+/// kernel. A listed task whose [`Engine::context_plan`] is `None` now has
+/// the empty plan. Tasks that exited are never listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanChanges {
+    pub tasks: Vec<Pid>,
+    pub cpus: Vec<CpuId>,
+}
+
+impl PlanChanges {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.cpus.is_empty()
+    }
+}
+
+/// What makes two pieces the same register: scope and piece; an exclusive
+/// breakpoint's pieces are never shared (`owner`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SlotKey {
+    scope: Scope,
+    piece: Piece,
+    owner: Option<BpId>,
+}
+
+/// One shared register request: the breakpoints using it, reference
+/// counted. Its token is never reused.
+#[derive(Clone, Debug)]
+struct SlotEntry {
+    key: SlotKey,
+    /// Breakpoints holding this slot.
+    users: Vec<BpId>,
+    /// How many of `users` are pinned; the slot is in the pinned accounting
+    /// while this is non-zero.
+    pinned_users: u32,
+    /// Users running in the current plans: where a hit is routed.
+    routed: Vec<BpId>,
+}
+
+#[derive(Clone, Debug)]
+struct Bp {
+    req: Request,
+    uid: Uid,
+    pieces: Vec<Piece>,
+    /// The slot of each piece, in piece order.
+    tokens: Vec<Token>,
+    /// Not disabled by the user.
+    enabled: bool,
+    /// Its task has not exited.
+    alive: bool,
+    /// All its pieces are in the current plans.
+    running: bool,
+    /// Position in the flexible round-robin order.
+    rotation_key: Option<u64>,
+    time_enabled: Nanos,
+    time_running: Nanos,
+    /// Clock of the last accrual.
+    last: Nanos,
+}
+
+impl Bp {
+    fn counting_enabled(&self) -> bool {
+        self.enabled && self.alive
+    }
+
+    /// Times as of `now`, without changing the record.
+    fn times(&self, now: Nanos) -> (Nanos, Nanos) {
+        let dt = now.saturating_sub(self.last);
+        let e = if self.counting_enabled() { dt } else { 0 };
+        let r = if self.running { dt } else { 0 };
+        (self.time_enabled.saturating_add(e), self.time_running.saturating_add(r))
+    }
+
+    /// Fold the time since the last accrual in; call before any change of
+    /// `enabled`, `alive` or `running`.
+    fn accrue(&mut self, now: Nanos) {
+        debug_assert!(!self.running || self.counting_enabled(), "running implies enabled");
+        (self.time_enabled, self.time_running) = self.times(now);
+        self.last = self.last.max(now);
+    }
+}
+
+static EMPTY_CPU_PLAN: CpuPlan = CpuPlan::EMPTY;
+
+/// The policy engine. See the crate documentation.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    cfg: Config,
+    next_id: BpId,
+    next_token: Token,
+    next_rotation_key: u64,
+    bps: FxHashMap<BpId, Bp>,
+    slots: FxHashMap<Token, SlotEntry>,
+    slot_by_key: FxHashMap<SlotKey, Token>,
+    /// Slots of live pinned breakpoints (disabled ones included).
+    pinned_load: Load,
+    /// Live pinned breakpoints.
+    pinned: BTreeSet<BpId>,
+    /// Live flexible breakpoints in round-robin order.
+    rotation: BTreeMap<u64, BpId>,
+    /// Live breakpoints of each task.
+    task_bps: FxHashMap<Pid, BTreeSet<BpId>>,
+    /// Open breakpoints per uid (ended ones included until closed).
+    open_per_uid: FxHashMap<Uid, usize>,
+    ctx_plans: FxHashMap<Pid, ContextPlan>,
+    cpu_plans: Vec<CpuPlan>,
+    /// Something changed since the last plan.
+    dirty: bool,
+    /// The last plan left an enabled flexible breakpoint out.
+    contended: bool,
+    last_rotation: Option<Nanos>,
+}
+
+impl Engine {
+    pub fn new(cfg: Config) -> Engine {
+        Engine {
+            cfg,
+            next_id: 1,
+            next_token: 1,
+            next_rotation_key: 0,
+            bps: FxHashMap::default(),
+            slots: FxHashMap::default(),
+            slot_by_key: FxHashMap::default(),
+            pinned_load: Load::new(cfg.cpus),
+            pinned: BTreeSet::new(),
+            rotation: BTreeMap::new(),
+            task_bps: FxHashMap::default(),
+            open_per_uid: FxHashMap::default(),
+            ctx_plans: FxHashMap::default(),
+            cpu_plans: vec![CpuPlan::EMPTY; cfg.cpus as usize],
+            dirty: false,
+            contended: false,
+            last_rotation: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Admit a breakpoint for `uid`. Checks, in order: the scope's CPU
+    /// (ESRCH), the event (EINVAL), the uid's quota (EMFILE), and for a
+    /// pinned breakpoint the slot constraint (ENOSPC).
+    pub fn open(&mut self, req: &Request, uid: Uid, now: Nanos) -> Result<BpId, EngineError> {
+        let result = self.try_open(req, uid, now);
+        if let Err(e) = &result {
+            log::info!("hwbp-engine: open refused for uid {uid}: {e} ({req:?})");
+        }
+        result
+    }
+
+    fn try_open(&mut self, req: &Request, uid: Uid, now: Nanos) -> Result<BpId, EngineError> {
+        self.check_scope(req.scope)?;
+        let pieces = validate(req)?;
+        let held = self.open_per_uid.get(&uid).copied().unwrap_or(0);
+        if !(uid == 0 && self.cfg.root_unlimited) && held >= self.cfg.quota_per_uid {
+            return Err(EngineError::Quota);
+        }
+        let id = self.next_id;
+        let keys = slot_keys(req, &pieces, id);
+        if req.pinned {
+            let (units, real) = self.pinned_units(req.exclusive, &keys, None);
+            self.pinned_load.fits(req.scope, units, real).map_err(EngineError::NoSpace)?;
+            self.pinned_load.add(req.scope, units, real);
+        }
+        // Committed from here on: nothing below can fail.
+        self.next_id += 1;
+        let tokens = self.attach(id, &keys, req.pinned);
+        let mut bp = Bp {
+            req: *req,
+            uid,
+            pieces,
+            tokens,
+            enabled: !req.disabled,
+            alive: true,
+            running: false,
+            rotation_key: None,
+            time_enabled: 0,
+            time_running: 0,
+            last: now,
+        };
+        if req.pinned {
+            self.pinned.insert(id);
+        } else {
+            bp.rotation_key = Some(self.push_rotation(id));
+        }
+        if let Some(pid) = req.scope.pid() {
+            self.task_bps.entry(pid).or_default().insert(id);
+        }
+        self.bps.insert(id, bp);
+        *self.open_per_uid.entry(uid).or_default() += 1;
+        self.dirty = true;
+        Ok(id)
+    }
+
+    /// Replace a breakpoint's event and flags (not its scope) atomically: on
+    /// any error it stays exactly as it was, slots and tokens included.
+    /// `req.disabled` sets the new enabled state, as Linux's
+    /// `modify_user_hw_breakpoint` does.
+    pub fn modify(&mut self, id: BpId, req: &Request, now: Nanos) -> Result<(), EngineError> {
+        let result = self.try_modify(id, req, now);
+        if let Err(e) = &result {
+            log::info!("hwbp-engine: modify of breakpoint {id} refused: {e} ({req:?})");
+        }
+        result
+    }
+
+    fn try_modify(&mut self, id: BpId, req: &Request, now: Nanos) -> Result<(), EngineError> {
+        let bp = self.bps.get(&id).ok_or(EngineError::NoSuchBreakpoint)?;
+        if !bp.alive {
+            return Err(EngineError::Ended);
+        }
+        if req.scope != bp.req.scope {
+            return Err(EngineError::Invalid("modify cannot change the target"));
+        }
+        let pieces = validate(req)?;
+        let keys = slot_keys(req, &pieces, id);
+        let scope = req.scope;
+        let (old_units, old_real) = self.held_units(bp);
+        let (new_units, new_real) = if req.pinned {
+            self.pinned_units(req.exclusive, &keys, Some((&bp.tokens, bp.req.pinned)))
+        } else {
+            (0, 0)
+        };
+        // Linux's __modify_bp_slot: release, try, and on failure take the
+        // old slots back, which cannot fail because they were just held.
+        self.pinned_load.remove(scope, old_units, old_real);
+        if req.pinned {
+            if let Err(why) = self.pinned_load.fits(scope, new_units, new_real) {
+                self.pinned_load.add(scope, old_units, old_real);
+                return Err(EngineError::NoSpace(why));
+            }
+        }
+        self.pinned_load.add(scope, new_units, new_real);
+        // Committed from here on.
+        let Some(bp) = self.bps.get(&id) else { return Err(EngineError::NoSuchBreakpoint) };
+        let (old_tokens, was_pinned) = (bp.tokens.clone(), bp.req.pinned);
+        self.detach(id, &old_tokens, was_pinned);
+        let tokens = self.attach(id, &keys, req.pinned);
+        let rotation_key = match (was_pinned, req.pinned) {
+            (true, false) => {
+                self.pinned.remove(&id);
+                Some(self.push_rotation(id))
+            }
+            (false, true) => {
+                if let Some(k) = self.bps.get(&id).and_then(|b| b.rotation_key) {
+                    self.rotation.remove(&k);
+                }
+                self.pinned.insert(id);
+                None
+            }
+            _ => self.bps.get(&id).and_then(|b| b.rotation_key),
+        };
+        if let Some(bp) = self.bps.get_mut(&id) {
+            bp.accrue(now);
+            bp.req = *req;
+            bp.pieces = pieces;
+            bp.tokens = tokens;
+            bp.enabled = !req.disabled;
+            bp.running = false;
+            bp.rotation_key = rotation_key;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Enable or disable. A disabled pinned breakpoint keeps its slots.
+    pub fn set_enabled(&mut self, id: BpId, enabled: bool, now: Nanos) -> Result<(), EngineError> {
+        let bp = self.bps.get_mut(&id).ok_or(EngineError::NoSuchBreakpoint)?;
+        bp.accrue(now);
+        bp.enabled = enabled;
+        if !enabled {
+            bp.running = false;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Forget a breakpoint; its slots are free for the next plan. Hits of
+    /// its tokens are no longer routed to it.
+    pub fn close(&mut self, id: BpId, now: Nanos) -> Result<(), EngineError> {
+        let mut bp = self.bps.remove(&id).ok_or(EngineError::NoSuchBreakpoint)?;
+        bp.accrue(now);
+        if bp.alive {
+            self.release(id, &bp);
+            if let Some(pid) = bp.req.scope.pid() {
+                if let Some(set) = self.task_bps.get_mut(&pid) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.task_bps.remove(&pid);
+                    }
+                }
+            }
+        }
+        if let Some(n) = self.open_per_uid.get_mut(&bp.uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.open_per_uid.remove(&bp.uid);
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Task `pid` exited: its breakpoints end (times freeze, slots are
+    /// released, the handles stay readable until closed). Returns them in
+    /// id order. Its context plan is dropped without being reported.
+    pub fn task_exited(&mut self, pid: Pid, now: Nanos) -> Vec<BpId> {
+        let ended: Vec<BpId> = self.task_bps.remove(&pid).map(|s| s.into_iter().collect()).unwrap_or_default();
+        for &id in &ended {
+            let Some(mut bp) = self.bps.remove(&id) else { continue };
+            bp.accrue(now);
+            self.release(id, &bp);
+            bp.alive = false;
+            bp.running = false;
+            bp.rotation_key = None;
+            self.bps.insert(id, bp);
+        }
+        self.ctx_plans.remove(&pid);
+        self.dirty = true;
+        ended
+    }
+
+    /// Rotate the flexible breakpoints if a rotation period has passed and
+    /// some were left out, and recompute the plans if anything changed.
+    pub fn tick(&mut self, now: Nanos) -> PlanChanges {
+        let due = self.last_rotation.is_none_or(|t| now.saturating_sub(t) >= self.cfg.rotation_ns);
+        if self.contended && due {
+            self.rotate();
+            self.last_rotation = Some(now);
+        }
+        if !self.dirty {
+            return PlanChanges::default();
+        }
+        self.dirty = false;
+        self.replan(now)
+    }
+
+    /// The plan of task `pid`; `None` means the empty plan.
+    pub fn context_plan(&self, pid: Pid) -> Option<&ContextPlan> {
+        self.ctx_plans.get(&pid)
+    }
+
+    /// The plan of `cpu` (empty for a CPU that does not exist).
+    pub fn cpu_plan(&self, cpu: CpuId) -> &CpuPlan {
+        self.cpu_plans.get(cpu as usize).unwrap_or(&EMPTY_CPU_PLAN)
+    }
+
+    /// The breakpoints a hit on `token` counts for: the running users of
+    /// that slot. Empty for unknown or retired tokens.
+    pub fn route(&self, token: Token) -> &[BpId] {
+        self.slots.get(&token).map_or(&[], |s| s.routed.as_slice())
+    }
+
+    /// `(time_enabled, time_running)` as of `now`.
+    pub fn times(&self, id: BpId, now: Nanos) -> Option<(Nanos, Nanos)> {
+        self.bps.get(&id).map(|bp| bp.times(now))
+    }
+
+    /// The breakpoint's pieces after splitting, in address order.
+    pub fn pieces(&self, id: BpId) -> Option<&[Piece]> {
+        self.bps.get(&id).map(|bp| bp.pieces.as_slice())
+    }
+
+    /// The slot token of each piece, in the order of [`Engine::pieces`].
+    pub fn tokens(&self, id: BpId) -> Option<&[Token]> {
+        self.bps.get(&id).map(|bp| bp.tokens.as_slice())
+    }
+
+    /// The request as admitted (last modify included).
+    pub fn request(&self, id: BpId) -> Option<&Request> {
+        self.bps.get(&id).map(|bp| &bp.req)
+    }
+
+    /// Whether all the breakpoint's pieces are in the current plans.
+    pub fn is_running(&self, id: BpId) -> Option<bool> {
+        self.bps.get(&id).map(|bp| bp.running)
+    }
+
+    /// Whether the breakpoint's task is still alive (always true for
+    /// cpu-wide breakpoints).
+    pub fn is_alive(&self, id: BpId) -> Option<bool> {
+        self.bps.get(&id).map(|bp| bp.alive)
+    }
+
+    /// Open breakpoints (ended ones included until closed).
+    pub fn len(&self) -> usize {
+        self.bps.len()
+    }
+
+    /// No breakpoint, no slot, no accounting, no plan.
+    pub fn is_empty(&self) -> bool {
+        self.bps.is_empty()
+            && self.slots.is_empty()
+            && self.slot_by_key.is_empty()
+            && self.pinned_load.is_empty()
+            && self.pinned.is_empty()
+            && self.rotation.is_empty()
+            && self.task_bps.is_empty()
+            && self.open_per_uid.is_empty()
+            && self.ctx_plans.is_empty()
+            && self.cpu_plans.iter().all(CpuPlan::is_empty)
+    }
+
+    /// The register assignment the kernel computes on `cpu` while `pid`
+    /// runs there (`None`: no task of ours), from the current plans.
+    pub fn assignment(&self, cpu: CpuId, pid: Option<Pid>) -> Composition {
+        compose(cpu, self.cpu_plan(cpu), pid.and_then(|p| self.context_plan(p)))
+    }
+
+    // ---- internals ----
+
+    fn check_scope(&self, scope: Scope) -> Result<(), EngineError> {
+        match scope.cpu() {
+            Some(cpu) if cpu >= self.cfg.cpus => Err(EngineError::NoSuchCpu),
+            _ => Ok(()),
+        }
+    }
+
+    fn push_rotation(&mut self, id: BpId) -> u64 {
+        let key = self.next_rotation_key;
+        self.next_rotation_key += 1;
+        self.rotation.insert(key, id);
+        key
+    }
+
+    /// Linux's rotation: the first flexible breakpoint goes to the back.
+    fn rotate(&mut self) {
+        if let Some((_, id)) = self.rotation.pop_first() {
+            let key = self.push_rotation(id);
+            if let Some(bp) = self.bps.get_mut(&id) {
+                bp.rotation_key = Some(key);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Units and pieces `keys` would add to the pinned accounting; `old` is
+    /// the breakpoint being modified (its tokens and whether it is pinned),
+    /// whose own share is not counted as someone else's.
+    fn pinned_units(&self, exclusive: bool, keys: &[SlotKey], old: Option<(&[Token], bool)>) -> (u8, u8) {
+        let real = keys.len() as u8;
+        if exclusive {
+            return (EXCLUSIVE_UNITS, real);
+        }
+        let new = keys
+            .iter()
+            .filter(|k| match self.slot_by_key.get(k).and_then(|t| Some((t, self.slots.get(t)?))) {
+                None => true,
+                Some((token, slot)) => {
+                    let mine = old.is_some_and(|(tokens, pinned)| pinned && tokens.contains(token));
+                    slot.pinned_users - u32::from(mine) == 0
+                }
+            })
+            .count() as u8;
+        (new, new)
+    }
+
+    /// Units and pieces `bp` holds alone in the pinned accounting.
+    fn held_units(&self, bp: &Bp) -> (u8, u8) {
+        if !bp.req.pinned {
+            return (0, 0);
+        }
+        if bp.req.exclusive {
+            return (EXCLUSIVE_UNITS, bp.tokens.len() as u8);
+        }
+        let alone = bp.tokens.iter().filter(|t| self.slots.get(t).is_some_and(|s| s.pinned_users == 1)).count() as u8;
+        (alone, alone)
+    }
+
+    /// Release a live breakpoint's slots and its place in the schedule.
+    fn release(&mut self, id: BpId, bp: &Bp) {
+        let (units, real) = self.held_units(bp);
+        self.pinned_load.remove(bp.req.scope, units, real);
+        self.detach(id, &bp.tokens, bp.req.pinned);
+        self.pinned.remove(&id);
+        if let Some(k) = bp.rotation_key {
+            self.rotation.remove(&k);
+        }
+    }
+
+    fn attach(&mut self, id: BpId, keys: &[SlotKey], pinned: bool) -> Vec<Token> {
+        keys.iter()
+            .map(|key| {
+                let token = *self.slot_by_key.entry(*key).or_insert_with(|| {
+                    let t = self.next_token;
+                    self.next_token += 1;
+                    t
+                });
+                let slot = self.slots.entry(token).or_insert_with(|| SlotEntry {
+                    key: *key,
+                    users: Vec::new(),
+                    pinned_users: 0,
+                    routed: Vec::new(),
+                });
+                slot.users.push(id);
+                slot.pinned_users += u32::from(pinned);
+                token
+            })
+            .collect()
+    }
+
+    fn detach(&mut self, id: BpId, tokens: &[Token], pinned: bool) {
+        for token in tokens {
+            let Some(slot) = self.slots.get_mut(token) else { continue };
+            slot.users.retain(|&u| u != id);
+            slot.routed.retain(|&u| u != id);
+            slot.pinned_users -= u32::from(pinned);
+            if slot.users.is_empty() {
+                let key = slot.key;
+                self.slots.remove(token);
+                self.slot_by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Recompute every plan: pinned first, then flexible in rotation order,
+    /// each all-or-nothing, under the same rule as pinned admission.
+    fn replan(&mut self, now: Nanos) -> PlanChanges {
+        let mut load = self.pinned_load.clone();
+        let mut placed: FxHashSet<Token> = FxHashSet::default();
+        let mut armed: BTreeSet<Token> = BTreeSet::new();
+        let mut running: FxHashSet<BpId> = FxHashSet::default();
+        for id in &self.pinned {
+            let Some(bp) = self.bps.get(id) else { continue };
+            if bp.enabled {
+                armed.extend(bp.tokens.iter().copied());
+                running.insert(*id);
+            }
+        }
+        let mut contended = false;
+        for id in self.rotation.values() {
+            let Some(bp) = self.bps.get(id) else { continue };
+            if !bp.enabled {
+                continue;
+            }
+            let (units, real) = if bp.req.exclusive {
+                (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
+            } else {
+                let counted = |t: &Token| placed.contains(t) || self.slots.get(t).is_some_and(|s| s.pinned_users > 0);
+                let n = bp.tokens.iter().filter(|t| !counted(t)).count() as u8;
+                (n, n)
+            };
+            if load.fits(bp.req.scope, units, real).is_ok() {
+                load.add(bp.req.scope, units, real);
+                placed.extend(bp.tokens.iter().copied());
+                armed.extend(bp.tokens.iter().copied());
+                running.insert(*id);
+            } else {
+                contended = true;
+            }
+        }
+        self.contended = contended;
+        let changes = self.build_plans(&armed);
+        for (id, bp) in self.bps.iter_mut() {
+            let r = running.contains(id);
+            if r != bp.running {
+                bp.accrue(now);
+                bp.running = r;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            slot.routed.clear();
+            slot.routed.extend(slot.users.iter().copied().filter(|u| running.contains(u)));
+        }
+        changes
+    }
+
+    /// Turn the armed slots into plans, keeping every piece that stays armed
+    /// where it was, and report the plans that changed.
+    fn build_plans(&mut self, armed: &BTreeSet<Token>) -> PlanChanges {
+        let mut ctx: BTreeMap<Pid, Vec<ContextPiece>> = BTreeMap::new();
+        let mut cpu: Vec<Vec<CpuPiece>> = vec![Vec::new(); self.cfg.cpus as usize];
+        for token in armed {
+            let Some(slot) = self.slots.get(token) else { continue };
+            let piece = slot.key.piece;
+            match slot.key.scope {
+                Scope::Task { pid, cpu: filter } => {
+                    let cpu = filter.map_or(CpuFilter::Any, CpuFilter::Only);
+                    ctx.entry(pid).or_default().push(ContextPiece { piece, token: *token, cpu });
+                }
+                Scope::Cpu(c) => {
+                    if let Some(v) = cpu.get_mut(c as usize) {
+                        v.push(CpuPiece { piece, token: *token });
+                    }
+                }
+                Scope::AllCpus => {
+                    for v in cpu.iter_mut() {
+                        v.push(CpuPiece { piece, token: *token });
+                    }
+                }
+            }
+        }
+        let mut changes = PlanChanges::default();
+        // Context plans: old order first, then new pieces by token.
+        let mut new_plans: FxHashMap<Pid, ContextPlan> = FxHashMap::default();
+        for (pid, pieces) in ctx {
+            let old = self.ctx_plans.get(&pid);
+            let in_new: FxHashSet<Token> = pieces.iter().map(|p| p.token).collect();
+            let kept = old.into_iter().flat_map(|p| p.iter()).filter(|p| in_new.contains(&p.token)).copied();
+            let kept_tokens: FxHashSet<Token> = old
+                .into_iter()
+                .flat_map(|p| p.iter())
+                .map(|p| p.token)
+                .filter(|t| in_new.contains(t))
+                .collect();
+            let fresh = pieces.iter().filter(|p| !kept_tokens.contains(&p.token)).copied();
+            let mut plan = ContextPlan::EMPTY;
+            for p in kept.chain(fresh) {
+                if let Err(e) = plan.push(p) {
+                    debug_assert!(false, "planner overfilled the plan of task {pid}: {e}");
+                    log::error!("hwbp-engine: internal: plan of task {pid}: {e}");
+                }
+            }
+            if old != Some(&plan) {
+                changes.tasks.push(pid);
+            }
+            new_plans.insert(pid, plan);
+        }
+        for pid in self.ctx_plans.keys() {
+            if !new_plans.contains_key(pid) {
+                changes.tasks.push(*pid);
+            }
+        }
+        changes.tasks.sort_unstable();
+        self.ctx_plans = new_plans;
+        // CPU plans: pieces that stay keep their register.
+        for (c, pieces) in cpu.into_iter().enumerate() {
+            let Some(old) = self.cpu_plans.get_mut(c) else { continue };
+            let mut plan = CpuPlan::EMPTY;
+            let mut fresh = Vec::new();
+            for p in pieces {
+                match old.iter().find(|(_, o)| o.token == p.token) {
+                    Some((slot, _)) => plan.set(slot, Some(p)),
+                    None => fresh.push(p),
+                }
+            }
+            let mut fresh = fresh.into_iter();
+            for slot in Slot::ALL {
+                if plan.get(slot).is_none() {
+                    match fresh.next() {
+                        Some(p) => plan.set(slot, Some(p)),
+                        None => break,
+                    }
+                }
+            }
+            debug_assert!(fresh.next().is_none(), "planner overfilled cpu {c}");
+            if *old != plan {
+                changes.cpus.push(c as CpuId);
+                *old = plan;
+            }
+        }
+        changes
+    }
+}
+
+fn slot_keys(req: &Request, pieces: &[Piece], id: BpId) -> Vec<SlotKey> {
+    let owner = req.exclusive.then_some(id);
+    pieces.iter().map(|&piece| SlotKey { scope: req.scope, piece, owner }).collect()
+}
