@@ -204,7 +204,9 @@ pub struct HitRecord {
     pub addr: u64,
     /// The kernel's id of the context that ran.
     pub context: u64,
-    /// Kernel monotonic time, nanoseconds.
+    /// A per-CPU monotonic clock sampled without locks. The Redox patch
+    /// stores the time-stamp counter (`rdtsc`), not nanoseconds; the
+    /// simulated kernel its own clock. See `kernel-patch/ABI.md`.
     pub timestamp: u64,
     pub cpu: CpuId,
     /// `HIT_*`.

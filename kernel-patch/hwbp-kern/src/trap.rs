@@ -64,11 +64,15 @@ impl CpuDebugState {
     /// Allocation-free and lock-free: safe to run in the #DB entry, which
     /// may interrupt anything on this CPU.
     ///
+    /// Takes `&self`: the handler only reads the mirror, so the kernel can
+    /// call it through a shared reference even when the #DB interrupted this
+    /// CPU's own switch path (which holds the only `&mut`).
+    ///
     /// # Safety
     /// The caller is the only producer on `ring` while this runs: the ring
     /// belongs to this CPU and only this CPU's #DB handler pushes to it.
     pub unsafe fn handle_debug_exception<R: DebugRegs, const N: usize>(
-        &mut self,
+        &self,
         regs: &mut R,
         ring: &HitRing<N>,
         info: &TrapInfo,
