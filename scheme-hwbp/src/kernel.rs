@@ -1,0 +1,129 @@
+//! The kernel interface: everything `hwbpd` needs from a kernel, and
+//! nothing more. Two backends implement it: the simulated kernel
+//! ([`crate::sim::SimKernel`], host) and the Redox backend (written against
+//! `kernel-patch/ABI.md`, which encodes plans with `hwbp_kern::abi`).
+//!
+//! The kernel holds no policy: `hwbpd` hands it finished plans (one
+//! [`ContextPlan`] per task, one [`CpuPlan`] per CPU) that already fit, and
+//! reads back hit records and task exits. A backend never decides what to
+//! arm; it only applies what it is given, at once for tasks and CPUs that
+//! are running (so a plan that disarms is in force when the call returns).
+
+use core::fmt;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use hwbp_kern::abi::HitRecord;
+use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
+
+/// A process id, as the kernel numbers processes. All threads of a process
+/// share it, and a task plan applies to all of them.
+pub type Pid = u32;
+
+/// A user id (0 is root).
+pub type Uid = u32;
+
+/// What the kernel knows about a task, for permission checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub pid: Pid,
+    /// Effective uid of the task.
+    pub uid: Uid,
+}
+
+/// Why the kernel refused a request. The scheme maps these to errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelError {
+    /// No such task (or it already exited): ESRCH.
+    NoSuchTask(Pid),
+    /// No such CPU: ESRCH.
+    NoSuchCpu(CpuId),
+    /// The kernel refused the plan (it did not fit or did not decode): the
+    /// server's plans are wrong. EIO.
+    Refused(&'static str),
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KernelError::NoSuchTask(pid) => write!(f, "no task {pid}"),
+            KernelError::NoSuchCpu(cpu) => write!(f, "no cpu {cpu}"),
+            KernelError::Refused(why) => write!(f, "kernel refused the plan: {why}"),
+        }
+    }
+}
+
+/// The kernel, as `hwbpd` sees it.
+pub trait Kernel {
+    /// Logical CPUs, numbered `0..cpu_count()`.
+    fn cpu_count(&self) -> u32;
+
+    /// The task `pid`, if it exists and has not exited.
+    fn task(&self, pid: Pid) -> Result<TaskInfo, KernelError>;
+
+    /// Replace the plan of every thread of `pid` (an empty plan disarms).
+    /// In force on every CPU the task runs on when the call returns.
+    fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError>;
+
+    /// Replace the cpu-wide plan of `cpu`. In force when the call returns.
+    fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError>;
+
+    /// Move up to `out.len()` queued hit records (oldest first, from every
+    /// CPU) into `out`; returns how many. Never allocates.
+    fn drain_hits(&mut self, out: &mut [HitRecord]) -> usize;
+
+    /// The process a hit record's `context` belongs to. Must still answer
+    /// for records drained after the task exited.
+    fn context_pid(&self, context: u64) -> Option<Pid>;
+
+    /// Hit records the kernel dropped because its own queue was full
+    /// (since start); they reach no breakpoint.
+    fn dropped_hits(&self) -> u64;
+
+    /// Tasks that exited since the last call, in exit order. Hits they
+    /// caused before exiting are drained before the exit is reported.
+    fn take_exits(&mut self, out: &mut Vec<Pid>);
+
+    /// Monotonic time in nanoseconds, on the clock hit timestamps use.
+    fn now_ns(&self) -> u64;
+
+    /// Clear every plan this server set: nothing stays armed. Used when the
+    /// server shuts down (on Redox the kernel also does it when the server
+    /// dies).
+    fn disarm_all(&mut self);
+}
+
+macro_rules! forward_kernel {
+    ($self_:ident => $inner:expr, $inner_mut:expr) => {
+        fn cpu_count(&$self_) -> u32 { $inner.cpu_count() }
+        fn task(&$self_, pid: Pid) -> Result<TaskInfo, KernelError> { $inner.task(pid) }
+        fn set_task_plan(&mut $self_, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
+            $inner_mut.set_task_plan(pid, plan)
+        }
+        fn set_cpu_plan(&mut $self_, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
+            $inner_mut.set_cpu_plan(cpu, plan)
+        }
+        fn drain_hits(&mut $self_, out: &mut [HitRecord]) -> usize { $inner_mut.drain_hits(out) }
+        fn context_pid(&$self_, context: u64) -> Option<Pid> { $inner.context_pid(context) }
+        fn dropped_hits(&$self_) -> u64 { $inner.dropped_hits() }
+        fn take_exits(&mut $self_, out: &mut Vec<Pid>) { $inner_mut.take_exits(out) }
+        fn now_ns(&$self_) -> u64 { $inner.now_ns() }
+        fn disarm_all(&mut $self_) { $inner_mut.disarm_all() }
+    };
+}
+
+/// A borrowed backend: lets a test keep the kernel after the server is
+/// dropped, to check what the drop left armed.
+impl<K: Kernel + ?Sized> Kernel for &mut K {
+    forward_kernel!(self => (**self), (**self));
+}
+
+/// A shared backend: the server and the code driving the simulated tasks
+/// (the in-process transport, the demo) hold it together.
+impl<K: Kernel + ?Sized> Kernel for Rc<RefCell<K>> {
+    forward_kernel!(self => self.borrow(), self.borrow_mut());
+}
+
+impl<K: Kernel + ?Sized> Kernel for Box<K> {
+    forward_kernel!(self => (**self), (**self));
+}

@@ -1,0 +1,852 @@
+//! The `hwbp:` scheme: [`HwbpScheme`] implements `redox_scheme::SchemeSync`
+//! over any [`Kernel`] backend. The policy engine (`hwbp-engine`) decides
+//! what is armed where; this module parses, checks permissions, keeps the
+//! counts and event rings, and pushes the engine's plans to the kernel.
+//!
+//! Handles:
+//! - the root (from `scheme_root`): `openat` a breakpoint path on it;
+//! - a breakpoint: `read` = one [`CountRecord`], `write` = one
+//!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd, "events")`;
+//! - an event stream: `read` = whole [`EventRecord`]s, `fevent`.
+//!
+//! Every call that changes what is armed pushes the changed plans to the
+//! kernel before it returns (`close` disarms before it returns).
+//!
+//! Every refusal goes through [`HwbpScheme::refuse`], which logs one line
+//! with the operation, the errno and why.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
+use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
+use hwbp_kern::piece::USER_END;
+use hwbp_kern::{ContextPlan, CpuId};
+use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOSPC, EPERM, ESRCH};
+use libhwbp::abi::{
+    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EventRecord,
+    OpenPath, Options, Target,
+};
+use redox_scheme::scheme::SchemeSync;
+use redox_scheme::{CallerCtx, OpenResult};
+use syscall::error::{EIO, EWOULDBLOCK, Error, Result};
+use syscall::flag::{EventFlags, MODE_FILE, O_NONBLOCK};
+use syscall::schemev2::NewFdFlags;
+use syscall::{Stat, EVENT_READ};
+
+use crate::kernel::{Kernel, KernelError, Pid, Uid};
+use crate::stream::EventRing;
+
+/// The handle number `scheme_root` returns.
+pub const ROOT_HANDLE: usize = 0;
+
+/// Root's uid.
+const ROOT_UID: Uid = 0;
+
+/// Hit records moved from the kernel per batch.
+const HIT_BATCH: usize = 1024;
+
+/// How the server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Open breakpoints a non-root uid may hold (EMFILE past it; the engine
+    /// enforces it, root has no quota).
+    pub user_quota: usize,
+    /// Time between rotations of flexible breakpoints.
+    pub rotation_ns: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { user_quota: libhwbp::abi::DEFAULT_USER_QUOTA, rotation_ns: DEFAULT_ROTATION_NS }
+    }
+}
+
+/// perf's default multiplexing interval (`perf_event_mux_interval_ms`): 4 ms.
+pub const DEFAULT_ROTATION_NS: u64 = 4_000_000;
+
+enum Handle {
+    Root,
+    Breakpoint(BpId),
+    Events { bp: BpId, subscribed: EventFlags },
+}
+
+/// What the scheme keeps per breakpoint beside the engine.
+struct Breakpoint {
+    /// The path as opened (target resolved: `self` becomes `task/<pid>`).
+    path: OpenPath,
+    owner: Uid,
+    enabled: bool,
+    /// Hits counted since open or the last `reset`.
+    value: u64,
+    ring: EventRing,
+    /// The breakpoint handle is still open (else: closed, engine forgot it).
+    open: bool,
+    /// The task exited: no more hits, the stream ends after the last record.
+    ended: bool,
+    /// Event-stream handles open on it.
+    streams: usize,
+    /// Times frozen when the engine stopped tracking the breakpoint.
+    final_times: Option<(u64, u64)>,
+}
+
+impl Breakpoint {
+    fn finished(&self) -> bool {
+        self.ended || !self.open
+    }
+}
+
+/// A `post_fevent` the main loop owes a waiter: `Response::post_fevent(id, flags)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeventNotice {
+    pub handle: usize,
+    pub flags: EventFlags,
+}
+
+/// The scheme server. See the module docs.
+pub struct HwbpScheme<K: Kernel> {
+    kernel: K,
+    engine: Engine,
+    config: Config,
+    handles: HashMap<usize, Handle>,
+    next_handle: usize,
+    bps: HashMap<BpId, Breakpoint>,
+    notices: Vec<FeventNotice>,
+    hit_buf: Box<[HitRecord]>,
+    exit_buf: Vec<Pid>,
+    last_rotation: u64,
+    /// Pieces in each CPU's plan as last pushed to the kernel.
+    pushed_cpu_len: Vec<usize>,
+}
+
+/// Why an operation failed, before it becomes an errno.
+struct Refusal {
+    errno: i32,
+    why: String,
+}
+
+fn refusal(errno: i32, why: impl fmt::Display) -> Refusal {
+    Refusal { errno, why: why.to_string() }
+}
+
+impl From<EngineError> for Refusal {
+    fn from(e: EngineError) -> Self {
+        refusal(e.errno(), e)
+    }
+}
+
+impl From<KernelError> for Refusal {
+    fn from(e: KernelError) -> Self {
+        let errno = match e {
+            KernelError::NoSuchTask(_) | KernelError::NoSuchCpu(_) => ESRCH,
+            KernelError::Refused(_) => EIO,
+        };
+        refusal(errno, e)
+    }
+}
+
+fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        EPERM => "EPERM",
+        ESRCH => "ESRCH",
+        EBADF => "EBADF",
+        EAGAIN => "EAGAIN",
+        EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
+        ENOSPC => "ENOSPC",
+        EIO => "EIO",
+        EWOULDBLOCK => "EWOULDBLOCK",
+        _ => "errno",
+    }
+}
+
+fn to_kern_access(a: libhwbp::abi::Access) -> hwbp_kern::Access {
+    match a {
+        libhwbp::abi::Access::Exec => hwbp_kern::Access::Exec,
+        libhwbp::abi::Access::Write => hwbp_kern::Access::Write,
+        libhwbp::abi::Access::ReadWrite => hwbp_kern::Access::ReadWrite,
+    }
+}
+
+fn to_abi_access(a: hwbp_kern::Access) -> libhwbp::abi::Access {
+    match a {
+        hwbp_kern::Access::Exec => libhwbp::abi::Access::Exec,
+        hwbp_kern::Access::Write => libhwbp::abi::Access::Write,
+        hwbp_kern::Access::ReadWrite => libhwbp::abi::Access::ReadWrite,
+    }
+}
+
+impl<K: Kernel> HwbpScheme<K> {
+    pub fn new(kernel: K, config: Config) -> Self {
+        let engine = Engine::new(hwbp_engine::Config {
+            quota_per_uid: config.user_quota,
+            root_unlimited: true,
+            rotation_ns: config.rotation_ns,
+            ..hwbp_engine::Config::new(kernel.cpu_count())
+        });
+        let now = kernel.now_ns();
+        let kernel_cpus = kernel.cpu_count();
+        let mut handles = HashMap::new();
+        handles.insert(ROOT_HANDLE, Handle::Root);
+        HwbpScheme {
+            kernel,
+            engine,
+            config,
+            handles,
+            next_handle: ROOT_HANDLE + 1,
+            bps: HashMap::new(),
+            notices: Vec::new(),
+            hit_buf: vec![HitRecord::ZERO; HIT_BATCH].into_boxed_slice(),
+            exit_buf: Vec::new(),
+            last_rotation: now,
+            pushed_cpu_len: vec![0; kernel_cpus as usize],
+        }
+    }
+
+    /// The backend (the simulated kernel in tests: run tasks through it).
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    pub fn kernel_mut(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// The policy engine, for inspection (assignments, plans).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Open handles of every kind, the root included.
+    pub fn handle_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Breakpoints the scheme still keeps state for (open, or closed with
+    /// an event stream still open).
+    pub fn breakpoint_count(&self) -> usize {
+        self.bps.len()
+    }
+
+    /// Log one line for a refused operation and turn it into an errno.
+    fn refuse(&self, op: fmt::Arguments<'_>, r: Refusal) -> Error {
+        log::warn!("hwbpd: {op}: {} ({}): {}", errno_name(r.errno), r.errno, r.why);
+        Error::new(r.errno)
+    }
+
+    fn new_handle(&mut self, h: Handle) -> usize {
+        let id = self.next_handle;
+        self.next_handle += 1;
+        self.handles.insert(id, h);
+        id
+    }
+
+    // ---- kernel side: hits, exits, rotation --------------------------
+
+    /// Move every queued hit record from the kernel into counts and event
+    /// rings, then end the breakpoints of tasks that exited. The Redox
+    /// main loop calls this when the kernel's hit stream is readable; every
+    /// read and [`HwbpScheme::tick`] call it too. Returns the hits routed.
+    pub fn collect(&mut self) -> u64 {
+        // Exits first: every hit of a task that exited before this point is
+        // already queued, so it is routed before its breakpoints end.
+        let mut exits = std::mem::take(&mut self.exit_buf);
+        self.kernel.take_exits(&mut exits);
+        let routed = self.drain_hits();
+        for &pid in &exits {
+            self.end_task(pid);
+        }
+        exits.clear();
+        self.exit_buf = exits;
+        routed
+    }
+
+    fn drain_hits(&mut self) -> u64 {
+        let mut routed = 0u64;
+        loop {
+            let n = self.kernel.drain_hits(&mut self.hit_buf);
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                let hit = self.hit_buf[i];
+                routed += self.route_hit(&hit);
+            }
+        }
+        routed
+    }
+
+    fn route_hit(&mut self, hit: &HitRecord) -> u64 {
+        let pid = self.kernel.context_pid(hit.context).unwrap_or(0);
+        let kernel_mode = hit.flags & HIT_KERNEL_MODE != 0;
+        let mut routed = 0;
+        for &id in self.engine.route(hit.token) {
+            let Some(bp) = self.bps.get_mut(&id) else { continue };
+            if !bp.enabled || bp.finished() || (kernel_mode && !bp.path.options.kernel) {
+                continue;
+            }
+            bp.value += 1;
+            routed += 1;
+            if bp.value % bp.path.options.period.get() != 0 {
+                continue;
+            }
+            let before = bp.ring.len();
+            bp.ring.push(EventRecord {
+                id,
+                ip: hit.rip,
+                addr: hit.addr,
+                access: bp.path.event.access().code(),
+                pid: u64::from(pid),
+                cpu: u64::from(hit.cpu),
+                timestamp_ns: hit.timestamp,
+                hit: bp.value,
+            });
+            let wakeup = bp.path.options.wakeup.get() as usize;
+            if before < wakeup && bp.ring.len() >= wakeup && bp.streams > 0 {
+                Self::notify_streams(&self.handles, &mut self.notices, id);
+            }
+        }
+        routed
+    }
+
+    fn notify_streams(handles: &HashMap<usize, Handle>, notices: &mut Vec<FeventNotice>, id: BpId) {
+        for (&handle, h) in handles {
+            if let Handle::Events { bp, subscribed } = h {
+                if *bp == id && subscribed.contains(EVENT_READ) {
+                    notices.push(FeventNotice { handle, flags: EVENT_READ });
+                }
+            }
+        }
+    }
+
+    fn end_task(&mut self, pid: Pid) {
+        let now = self.kernel.now_ns();
+        // Freeze the times while the engine still knows the breakpoints.
+        let ids: Vec<BpId> = self
+            .bps
+            .iter()
+            .filter(|(_, bp)| bp.open && !bp.ended && task_of(&bp.path) == Some(pid))
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &ids {
+            let times = self.engine.times(id, now);
+            if let Some(bp) = self.bps.get_mut(&id) {
+                bp.final_times = times.or(bp.final_times);
+            }
+        }
+        let ended = self.engine.task_exited(pid, now);
+        for id in ended.iter().chain(ids.iter()) {
+            if let Some(bp) = self.bps.get_mut(id) {
+                if !bp.ended {
+                    bp.ended = true;
+                    if bp.streams > 0 {
+                        // Readable: the stream ends (read returns 0 when empty).
+                        Self::notify_streams(&self.handles, &mut self.notices, *id);
+                    }
+                }
+            }
+        }
+        let _ = self.apply_changes(now);
+    }
+
+    /// The rotation timer: collect hits, let the engine rotate flexible
+    /// breakpoints, and push the plans that changed. The Redox main loop
+    /// drives it from a timer every [`Config::rotation_ns`].
+    pub fn tick(&mut self) {
+        self.collect();
+        let now = self.kernel.now_ns();
+        self.last_rotation = now;
+        if let Err(e) = self.apply_changes(now) {
+            log::error!("hwbpd: rotation: pushing plans failed: {}", e.why);
+        }
+    }
+
+    /// Time of the last rotation tick.
+    pub fn last_rotation_ns(&self) -> u64 {
+        self.last_rotation
+    }
+
+    /// Run the engine's plan computation and push what changed.
+    fn apply_changes(&mut self, now: u64) -> std::result::Result<(), Refusal> {
+        let PlanChanges { tasks, cpus } = self.engine.tick(now);
+        self.push_plans(&tasks, &cpus)
+    }
+
+    /// Push plans in an order where every intermediate state fits: CPU
+    /// plans that do not grow, then task plans, then CPU plans that grow.
+    fn push_plans(&mut self, tasks: &[Pid], cpus: &[CpuId]) -> std::result::Result<(), Refusal> {
+        let mut first_error = None;
+        let cpu_len = |k: &K, e: &Engine, cpu: CpuId| (e.cpu_plan(cpu).len(), k.cpu_count() > cpu);
+        let mut grow = Vec::new();
+        for &cpu in cpus {
+            let (new_len, exists) = cpu_len(&self.kernel, &self.engine, cpu);
+            if !exists {
+                continue;
+            }
+            if new_len > self.loaded_cpu_len(cpu) {
+                grow.push(cpu);
+            } else if let Err(e) = self.push_cpu_plan(cpu) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for &pid in tasks {
+            let plan = self.engine.context_plan(pid).copied().unwrap_or(ContextPlan::EMPTY);
+            match self.kernel.set_task_plan(pid, &plan) {
+                // A task that exited has no plan to set; its exit is queued.
+                Ok(()) | Err(KernelError::NoSuchTask(_)) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for cpu in grow {
+            if let Err(e) = self.push_cpu_plan(cpu) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                log::error!("hwbpd: kernel refused a plan: {e}");
+                Err(e.into())
+            }
+        }
+    }
+
+    fn loaded_cpu_len(&self, cpu: CpuId) -> usize {
+        self.pushed_cpu_len.get(cpu as usize).copied().unwrap_or(0)
+    }
+
+    fn push_cpu_plan(&mut self, cpu: CpuId) -> std::result::Result<(), KernelError> {
+        let plan = *self.engine.cpu_plan(cpu);
+        self.kernel.set_cpu_plan(cpu, &plan)?;
+        if let Some(len) = self.pushed_cpu_len.get_mut(cpu as usize) {
+            *len = plan.len();
+        }
+        Ok(())
+    }
+
+    // ---- opening -------------------------------------------------------
+
+    fn resolve_scope(&self, target: Target, ctx: &CallerCtx) -> std::result::Result<Scope, Refusal> {
+        let task = |pid: u64| -> std::result::Result<Pid, Refusal> {
+            let pid = Pid::try_from(pid).map_err(|_| refusal(ESRCH, format!("no task {pid}")))?;
+            let info = self.kernel.task(pid)?;
+            if ctx.uid != ROOT_UID && ctx.uid != info.uid {
+                return Err(refusal(EPERM, format!("task {pid} belongs to uid {}, caller is uid {}", info.uid, ctx.uid)));
+            }
+            Ok(pid)
+        };
+        let cpu = |n: u32| -> std::result::Result<CpuId, Refusal> {
+            if n >= self.kernel.cpu_count() {
+                return Err(refusal(ESRCH, format!("no cpu {n} (this machine has {})", self.kernel.cpu_count())));
+            }
+            Ok(n)
+        };
+        let root_only = |what: &str| -> std::result::Result<(), Refusal> {
+            if ctx.uid == ROOT_UID {
+                Ok(())
+            } else {
+                Err(refusal(EPERM, format!("{what} targets are root only (caller is uid {})", ctx.uid)))
+            }
+        };
+        Ok(match target {
+            Target::SelfTask => Scope::Task { pid: task(ctx.pid as u64)?, cpu: None },
+            Target::Task(pid) => Scope::Task { pid: task(pid)?, cpu: None },
+            Target::TaskOnCpu { pid, cpu: n } => {
+                let pid = task(pid)?;
+                Scope::Task { pid, cpu: Some(cpu(n)?) }
+            }
+            Target::Cpu(n) => {
+                root_only("cpu-wide")?;
+                Scope::Cpu(cpu(n)?)
+            }
+            Target::AllCpus => {
+                root_only("cpu-wide")?;
+                Scope::AllCpus
+            }
+        })
+    }
+
+    /// The engine request for `path` in `scope`, after the kernel-address
+    /// and `kernel`-option permission checks.
+    fn request(&self, path: &OpenPath, scope: Scope, uid: Uid) -> std::result::Result<Request, Refusal> {
+        let ev = &path.event;
+        let o = &path.options;
+        let last = ev.addr().saturating_add(ev.len() - 1);
+        if uid != ROOT_UID && last >= USER_END {
+            return Err(refusal(EPERM, format!("{:#x}..={last:#x} is not a user address: root only", ev.addr())));
+        }
+        if uid != ROOT_UID && o.kernel {
+            return Err(refusal(EPERM, "the kernel option is root only"));
+        }
+        Ok(Request {
+            scope,
+            addr: ev.addr(),
+            len: ev.len(),
+            access: to_kern_access(ev.access()),
+            pinned: o.pinned,
+            exclusive: o.exclusive,
+            disabled: o.disabled,
+            nosplit: o.nosplit,
+            kernel: o.kernel,
+            period: o.period.get(),
+        })
+    }
+
+    fn check_options(o: &Options) -> std::result::Result<(), Refusal> {
+        if o.wakeup.get() > u64::from(o.ring.get()) {
+            return Err(refusal(
+                EINVAL,
+                format!("wakeup={} is larger than ring={}: the stream would never be ready", o.wakeup, o.ring.get()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_breakpoint(&mut self, path: &str, ctx: &CallerCtx) -> std::result::Result<usize, Refusal> {
+        let mut parsed = OpenPath::parse(path).map_err(|e| refusal(e.errno(), e))?;
+        Self::check_options(&parsed.options)?;
+        let scope = self.resolve_scope(parsed.target, ctx)?;
+        let req = self.request(&parsed, scope, ctx.uid)?;
+        let now = self.kernel.now_ns();
+        let id = self.engine.open(&req, ctx.uid, now)?;
+        if let Target::SelfTask = parsed.target {
+            parsed.target = Target::Task(ctx.pid as u64);
+        }
+        let options = parsed.options;
+        self.bps.insert(
+            id,
+            Breakpoint {
+                path: parsed,
+                owner: ctx.uid,
+                enabled: !options.disabled,
+                value: 0,
+                ring: EventRing::new(options.ring.get() as usize),
+                open: true,
+                ended: false,
+                streams: 0,
+                final_times: None,
+            },
+        );
+        if let Err(e) = self.apply_changes(now) {
+            // Nothing the caller did: undo the open.
+            self.close_breakpoint(id);
+            return Err(e);
+        }
+        Ok(self.new_handle(Handle::Breakpoint(id)))
+    }
+
+    // ---- breakpoint handles --------------------------------------------
+
+    fn count_record(&self, id: BpId) -> CountRecord {
+        let now = self.kernel.now_ns();
+        let bp = self.bps.get(&id);
+        let times = if bp.is_some_and(|b| !b.finished()) { self.engine.times(id, now) } else { None };
+        let (enabled, running) = times.or(bp.and_then(|b| b.final_times)).unwrap_or((0, 0));
+        CountRecord {
+            value: bp.map_or(0, |b| b.value),
+            time_enabled_ns: enabled,
+            time_running_ns: running,
+            id,
+            lost: bp.map_or(0, |b| b.ring.lost()),
+        }
+    }
+
+    fn command(&mut self, id: BpId, buf: &[u8]) -> std::result::Result<(), Refusal> {
+        let cmd = Command::parse_bytes(buf).map_err(|e| refusal(e.errno(), e))?;
+        let now = self.kernel.now_ns();
+        let bp = self.bps.get(&id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
+        if bp.ended {
+            if let Command::Reset = cmd {
+            } else {
+                return Err(refusal(ESRCH, "the breakpoint's task has exited"));
+            }
+        }
+        match cmd {
+            Command::Enable | Command::Disable => {
+                let enable = cmd == Command::Enable;
+                self.engine.set_enabled(id, enable, now)?;
+                if let Some(bp) = self.bps.get_mut(&id) {
+                    bp.enabled = enable;
+                }
+            }
+            Command::Reset => {
+                if let Some(bp) = self.bps.get_mut(&id) {
+                    bp.value = 0;
+                    bp.ring.reset_lost();
+                }
+            }
+            Command::Modify { event, options } => {
+                let old = bp.path;
+                let options = options.unwrap_or(old.options);
+                Self::check_options(&options)?;
+                let new_path = OpenPath { target: old.target, event, options };
+                // The handle is the capability: the target was checked at
+                // open; the new address is checked against the opener's uid.
+                let req = self.request(&new_path, scope_of(old.target), bp.owner)?;
+                // The engine keeps the old breakpoint armed if this fails.
+                self.engine.modify(id, &req, now)?;
+                if let Some(bp) = self.bps.get_mut(&id) {
+                    bp.path = new_path;
+                    bp.enabled = !options.disabled;
+                    bp.ring.resize(options.ring.get() as usize);
+                }
+            }
+        }
+        self.apply_changes(now)
+    }
+
+    /// Close a breakpoint: the engine forgets it and the kernel is told
+    /// before this returns. Its state stays while event streams are open.
+    fn close_breakpoint(&mut self, id: BpId) {
+        let now = self.kernel.now_ns();
+        let times = self.engine.times(id, now);
+        if let Err(e) = self.engine.close(id, now) {
+            log::error!("hwbpd: close of breakpoint {id}: engine: {e}");
+        }
+        if let Err(e) = self.apply_changes(now) {
+            log::error!("hwbpd: close of breakpoint {id}: pushing plans failed: {}", e.why);
+        }
+        let Some(bp) = self.bps.get_mut(&id) else { return };
+        if bp.open {
+            bp.open = false;
+            bp.final_times = times.or(bp.final_times);
+        }
+        if bp.streams == 0 {
+            self.bps.remove(&id);
+        } else {
+            Self::notify_streams(&self.handles, &mut self.notices, id);
+        }
+    }
+
+    fn admitted_path(&self, id: BpId) -> Option<String> {
+        let bp = self.bps.get(&id)?;
+        let pieces: Vec<AdmittedPiece> = self
+            .engine
+            .pieces(id)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|p| {
+                let access = to_abi_access(p.access());
+                let len = if p.access() == hwbp_kern::Access::Exec { libhwbp::abi::event::EXEC_LEN } else { p.len().bytes() };
+                AdmittedPiece::new(p.addr(), len, access)
+            })
+            .collect();
+        Some(format!("{}{}", libhwbp::abi::SCHEME_PREFIX, bp.path.with_pieces(&pieces)))
+    }
+
+    // ---- event streams -------------------------------------------------
+
+    fn read_events(&mut self, bp_id: BpId, buf: &mut [u8], fcntl_flags: u32) -> std::result::Result<usize, Refusal> {
+        if buf.len() < EVENT_RECORD_SIZE {
+            return Err(refusal(EINVAL, format!("buffer of {} bytes holds no {EVENT_RECORD_SIZE}-byte record", buf.len())));
+        }
+        self.collect();
+        let bp = self.bps.get_mut(&bp_id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
+        let n = bp.ring.read_into(buf);
+        if n > 0 || bp.finished() {
+            return Ok(n);
+        }
+        if fcntl_flags as usize & O_NONBLOCK != 0 {
+            Err(refusal(EAGAIN, "no hit record queued (O_NONBLOCK)"))
+        } else {
+            // Not a refusal: the readiness wrapper parks the request.
+            Err(Refusal { errno: EWOULDBLOCK, why: String::new() })
+        }
+    }
+
+    fn stream_readiness(&self, bp_id: BpId) -> EventFlags {
+        match self.bps.get(&bp_id) {
+            Some(bp) if bp.finished() || bp.ring.len() >= bp.path.options.wakeup.get() as usize => EVENT_READ,
+            Some(_) => EventFlags::empty(),
+            None => EVENT_READ,
+        }
+    }
+
+    /// The `post_fevent` notifications owed since the last call: the Redox
+    /// main loop sends `Response::post_fevent(handle, flags.bits())` for
+    /// each, then polls parked requests (`ReadinessBased::poll_all_requests`).
+    pub fn take_fevents(&mut self) -> Vec<FeventNotice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn handle(&self, id: usize) -> Option<&Handle> {
+        self.handles.get(&id)
+    }
+}
+
+/// The engine scope of a resolved target (`self` was replaced by
+/// `task/<pid>` at open; a pid past `Pid::MAX` was refused there).
+fn scope_of(target: Target) -> Scope {
+    let pid = |p: u64| Pid::try_from(p).unwrap_or(Pid::MAX);
+    match target {
+        Target::Task(p) => Scope::Task { pid: pid(p), cpu: None },
+        Target::TaskOnCpu { pid: p, cpu } => Scope::Task { pid: pid(p), cpu: Some(cpu) },
+        Target::Cpu(cpu) => Scope::Cpu(cpu),
+        Target::AllCpus => Scope::AllCpus,
+        Target::SelfTask => Scope::Task { pid: Pid::MAX, cpu: None },
+    }
+}
+
+fn task_of(path: &OpenPath) -> Option<Pid> {
+    match path.target {
+        Target::Task(pid) | Target::TaskOnCpu { pid, .. } => Pid::try_from(pid).ok(),
+        _ => None,
+    }
+}
+
+impl<K: Kernel> Drop for HwbpScheme<K> {
+    /// The server is going away: nothing it armed stays armed.
+    fn drop(&mut self) {
+        self.kernel.disarm_all();
+    }
+}
+
+impl<K: Kernel> SchemeSync for HwbpScheme<K> {
+    fn scheme_root(&mut self) -> Result<usize> {
+        Ok(ROOT_HANDLE)
+    }
+
+    fn openat(&mut self, fd: usize, path: &str, _flags: usize, _fcntl_flags: u32, ctx: &CallerCtx) -> Result<OpenResult> {
+        let op = format_args!("open {path:?} by pid {} uid {}", ctx.pid, ctx.uid);
+        match self.handle(fd) {
+            Some(Handle::Root) => {}
+            Some(_) => return Err(self.refuse(op, refusal(EBADF, format!("handle {fd} is not the scheme root")))),
+            None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {fd}")))),
+        }
+        match self.open_breakpoint(path, ctx) {
+            Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() }),
+            Err(r) => Err(self.refuse(op, r)),
+        }
+    }
+
+    fn dup(&mut self, old_id: usize, buf: &[u8], ctx: &CallerCtx) -> Result<OpenResult> {
+        let name = String::from_utf8_lossy(buf);
+        let op = format_args!("dup of handle {old_id} as {name:?} by pid {}", ctx.pid);
+        let bp = match self.handle(old_id) {
+            Some(Handle::Breakpoint(bp)) => *bp,
+            Some(_) => return Err(self.refuse(op, refusal(EINVAL, "only a breakpoint handle has an events stream"))),
+            None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {old_id}")))),
+        };
+        if buf != EVENTS_DUP_NAME.as_bytes() {
+            return Err(self.refuse(op, refusal(EINVAL, format!("unknown dup name (want {EVENTS_DUP_NAME:?})"))));
+        }
+        if let Some(b) = self.bps.get_mut(&bp) {
+            b.streams += 1;
+        }
+        let number = self.new_handle(Handle::Events { bp, subscribed: EventFlags::empty() });
+        Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() })
+    }
+
+    fn read(&mut self, id: usize, buf: &mut [u8], _offset: u64, fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
+        let op = format_args!("read of handle {id} by pid {}", ctx.pid);
+        match self.handle(id) {
+            Some(Handle::Breakpoint(bp)) => {
+                let bp = *bp;
+                let Some(out) = buf.get_mut(..COUNT_RECORD_SIZE) else {
+                    let len = buf.len();
+                    return Err(self.refuse(op, refusal(EINVAL, format!("buffer of {len} bytes is shorter than the {COUNT_RECORD_SIZE}-byte count record"))));
+                };
+                self.collect();
+                out.copy_from_slice(&self.count_record(bp).to_bytes());
+                Ok(COUNT_RECORD_SIZE)
+            }
+            Some(Handle::Events { bp, .. }) => {
+                let bp = *bp;
+                match self.read_events(bp, buf, fcntl_flags) {
+                    Ok(n) => Ok(n),
+                    Err(r) if r.errno == EWOULDBLOCK => Err(Error::new(EWOULDBLOCK)),
+                    Err(r) => Err(self.refuse(op, r)),
+                }
+            }
+            Some(Handle::Root) => Err(self.refuse(op, refusal(EBADF, "the scheme root is not readable"))),
+            None => Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
+        }
+    }
+
+    fn write(&mut self, id: usize, buf: &[u8], _offset: u64, _fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let op = format_args!("write {text:?} to handle {id} by pid {}", ctx.pid);
+        match self.handle(id) {
+            Some(Handle::Breakpoint(bp)) => {
+                let bp = *bp;
+                match self.command(bp, buf) {
+                    Ok(()) => Ok(buf.len()),
+                    Err(r) => Err(self.refuse(op, r)),
+                }
+            }
+            Some(Handle::Events { .. }) => Err(self.refuse(op, refusal(EBADF, "an event stream is read-only"))),
+            Some(Handle::Root) => Err(self.refuse(op, refusal(EBADF, "the scheme root is not writable"))),
+            None => Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
+        }
+    }
+
+    fn fevent(&mut self, id: usize, flags: EventFlags, ctx: &CallerCtx) -> Result<EventFlags> {
+        let op = format_args!("fevent on handle {id} by pid {}", ctx.pid);
+        let bp = match self.handles.get_mut(&id) {
+            Some(Handle::Events { bp, subscribed }) => {
+                *subscribed = flags;
+                *bp
+            }
+            Some(Handle::Breakpoint(_)) | Some(Handle::Root) => return Ok(EventFlags::empty()),
+            None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
+        };
+        self.collect();
+        Ok(self.stream_readiness(bp) & flags)
+    }
+
+    fn fpath(&mut self, id: usize, buf: &mut [u8], ctx: &CallerCtx) -> Result<usize> {
+        let op = format_args!("fpath of handle {id} by pid {}", ctx.pid);
+        let path = match self.handle(id) {
+            Some(Handle::Root) => libhwbp::abi::SCHEME_PREFIX.to_string(),
+            Some(Handle::Breakpoint(bp)) => self.admitted_path(*bp).unwrap_or_default(),
+            Some(Handle::Events { bp, .. }) => {
+                let p = self.admitted_path(*bp).unwrap_or_default();
+                // The stream's path: its breakpoint's, as dup named it.
+                format!("{p}#{EVENTS_DUP_NAME}")
+            }
+            None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
+        };
+        let n = path.len().min(buf.len());
+        buf[..n].copy_from_slice(&path.as_bytes()[..n]);
+        Ok(n)
+    }
+
+    fn fstat(&mut self, id: usize, stat: &mut Stat, ctx: &CallerCtx) -> Result<()> {
+        let op = format_args!("fstat of handle {id} by pid {}", ctx.pid);
+        let (size, uid) = match self.handle(id) {
+            Some(Handle::Root) => (0, ROOT_UID),
+            Some(Handle::Breakpoint(bp)) => (COUNT_RECORD_SIZE as u64, self.bps.get(bp).map_or(ROOT_UID, |b| b.owner)),
+            Some(Handle::Events { bp, .. }) => self.bps.get(bp).map_or((0, ROOT_UID), |b| {
+                ((b.ring.len() * EVENT_RECORD_SIZE) as u64, b.owner)
+            }),
+            None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
+        };
+        *stat = Stat { st_mode: MODE_FILE | 0o600, st_size: size, st_uid: uid, st_blksize: EVENT_RECORD_SIZE as u32, ..Stat::default() };
+        Ok(())
+    }
+
+    fn on_close(&mut self, id: usize) {
+        match self.handles.remove(&id) {
+            Some(Handle::Root) => {
+                // The root is shared by every open: it stays.
+                self.handles.insert(id, Handle::Root);
+            }
+            Some(Handle::Breakpoint(bp)) => self.close_breakpoint(bp),
+            Some(Handle::Events { bp, .. }) => {
+                if let Some(b) = self.bps.get_mut(&bp) {
+                    b.streams = b.streams.saturating_sub(1);
+                    if b.streams == 0 && !b.open {
+                        self.bps.remove(&bp);
+                    }
+                }
+            }
+            None => log::warn!("hwbpd: close of unknown handle {id}: EBADF ({EBADF})"),
+        }
+    }
+}

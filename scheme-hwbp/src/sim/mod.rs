@@ -1,0 +1,471 @@
+//! The simulated kernel: a [`Kernel`] backend that runs on the host.
+//!
+//! It models what the kernel patch does on Redox, with the same code:
+//! - tasks (pid, uid) with threads (contexts, numbered by [`Tid`]); a task
+//!   plan applies to every thread of the task, later ones included;
+//! - CPUs, each with a [`RegisterFile`] standing in for DR0-DR7, the real
+//!   [`CpuDebugState`] (lazy switch, composition) and the real per-CPU
+//!   [`HitRing`];
+//! - context switches ([`SimKernel::switch`]) that call the real
+//!   `CpuDebugState::switch_to`;
+//! - instructions ([`SimKernel::run`]): the x86 debug-register model in
+//!   [`dr_model`] decides from the raw registers which slots fire, sets DR6
+//!   and calls the real `CpuDebugState::handle_debug_exception`, so hits
+//!   reach `hwbpd` through the same path as on Redox;
+//! - a clock that only moves when a test advances it.
+//!
+//! Everything is single-threaded: the "#DB handler" and the consumer of
+//! the rings are both this struct, so the rings' one-producer /
+//! one-consumer contract holds trivially.
+
+pub mod dr_model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use hwbp_kern::abi::HitRecord;
+use hwbp_kern::regs::RegisterFile;
+use hwbp_kern::{ContextPlan, CpuDebugState, CpuId, CpuPlan, HitRing, TrapInfo};
+
+use crate::kernel::{Kernel, KernelError, Pid, TaskInfo, Uid};
+use dr_model::{ExecState, MemAccess, Phase, Step};
+
+pub use dr_model::AccessKind;
+
+/// A thread (a kernel context). Unique for the life of the simulation.
+pub type Tid = u64;
+
+/// Records each CPU's hit ring holds (a power of two).
+pub const CPU_RING_RECORDS: usize = 8192;
+
+/// First pid handed out by [`SimKernel::spawn`].
+const FIRST_PID: Pid = 100;
+/// Synthetic code address of a thread's first instruction; each data
+/// access advances it by [`INSTRUCTION_BYTES`].
+const FIRST_PC: u64 = 0x40_0000;
+const INSTRUCTION_BYTES: u64 = 4;
+
+/// Why the simulation refused a step a test asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimError {
+    NoSuchThread(Tid),
+    NoSuchTask(Pid),
+    NoSuchCpu(CpuId),
+    /// The thread is not on a CPU: switch it in first.
+    NotRunning(Tid),
+    /// The thread's task exited.
+    Exited(Tid),
+}
+
+impl fmt::Display for SimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for SimError {}
+
+struct SimCpu {
+    state: CpuDebugState,
+    regs: RegisterFile,
+    ring: Box<HitRing<CPU_RING_RECORDS>>,
+    running: Option<Tid>,
+}
+
+struct SimTask {
+    uid: Uid,
+    threads: Vec<Tid>,
+    plan: ContextPlan,
+    alive: bool,
+}
+
+struct SimThread {
+    pid: Pid,
+    cpu: Option<CpuId>,
+    exec: ExecState,
+    pc: u64,
+}
+
+/// The simulated machine. See the module docs.
+pub struct SimKernel {
+    cpus: Vec<SimCpu>,
+    tasks: BTreeMap<Pid, SimTask>,
+    /// Kept after exit, so late hit records still find their pid.
+    threads: HashMap<Tid, SimThread>,
+    next_pid: Pid,
+    next_tid: Tid,
+    clock_ns: u64,
+    exits: Vec<Pid>,
+}
+
+impl SimKernel {
+    /// A machine with `cpus` CPUs, every one idle with its debug registers
+    /// reset.
+    pub fn new(cpus: u32) -> Self {
+        let cpus = (0..cpus)
+            .map(|cpu| {
+                let mut state = CpuDebugState::new(cpu);
+                let mut regs = RegisterFile::RESET;
+                state.reset(&mut regs);
+                SimCpu { state, regs, ring: Box::new(HitRing::new()), running: None }
+            })
+            .collect();
+        SimKernel {
+            cpus,
+            tasks: BTreeMap::new(),
+            threads: HashMap::new(),
+            next_pid: FIRST_PID,
+            next_tid: 1,
+            clock_ns: 0,
+            exits: Vec::new(),
+        }
+    }
+
+    /// A new process owned by `uid`, with one thread, on no CPU. Like a
+    /// fork or spawn, it starts with no breakpoints. Returns its pid.
+    pub fn spawn(&mut self, uid: Uid) -> Pid {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.tasks.insert(pid, SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true });
+        self.add_thread(pid);
+        pid
+    }
+
+    /// A new thread in `pid`. It follows the task's plan.
+    pub fn spawn_thread(&mut self, pid: Pid) -> Result<Tid, SimError> {
+        match self.tasks.get(&pid) {
+            Some(t) if t.alive => Ok(self.add_thread(pid)),
+            _ => Err(SimError::NoSuchTask(pid)),
+        }
+    }
+
+    fn add_thread(&mut self, pid: Pid) -> Tid {
+        let tid = self.next_tid;
+        self.next_tid += 1;
+        let pc = FIRST_PC + tid * 0x1000;
+        self.threads.insert(tid, SimThread { pid, cpu: None, exec: ExecState::default(), pc });
+        if let Some(task) = self.tasks.get_mut(&pid) {
+            task.threads.push(tid);
+        }
+        tid
+    }
+
+    /// The threads of `pid`, first one first.
+    pub fn threads(&self, pid: Pid) -> &[Tid] {
+        self.tasks.get(&pid).map_or(&[], |t| &t.threads)
+    }
+
+    /// The first thread of `pid`.
+    pub fn main_thread(&self, pid: Pid) -> Result<Tid, SimError> {
+        self.threads(pid).first().copied().ok_or(SimError::NoSuchTask(pid))
+    }
+
+    /// Context switch on `cpu` to `next` (None: idle). A thread running
+    /// on another CPU is switched out there first.
+    pub fn switch(&mut self, cpu: CpuId, next: Option<Tid>) -> Result<(), SimError> {
+        if cpu as usize >= self.cpus.len() {
+            return Err(SimError::NoSuchCpu(cpu));
+        }
+        if let Some(tid) = next {
+            let thread = self.threads.get(&tid).ok_or(SimError::NoSuchThread(tid))?;
+            if !self.tasks.get(&thread.pid).is_some_and(|t| t.alive) {
+                return Err(SimError::Exited(tid));
+            }
+            if let Some(other) = thread.cpu.filter(|&c| c != cpu) {
+                self.switch(other, None)?;
+            }
+        }
+        let prev = self.cpus.get(cpu as usize).and_then(|c| c.running);
+        if let Some(prev) = prev.and_then(|p| self.threads.get_mut(&p)) {
+            prev.cpu = None;
+        }
+        let plan = next.and_then(|tid| self.plan_of(tid)).copied();
+        if let Some(t) = next.and_then(|tid| self.threads.get_mut(&tid)) {
+            t.cpu = Some(cpu);
+        }
+        if let Some(c) = self.cpus.get_mut(cpu as usize) {
+            c.running = next;
+            c.state.switch_to(&mut c.regs, plan.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Switch every CPU to idle.
+    pub fn idle_all(&mut self) {
+        for cpu in 0..self.cpu_count() {
+            let _ = self.switch(cpu, None);
+        }
+    }
+
+    fn plan_of(&self, tid: Tid) -> Option<&ContextPlan> {
+        let pid = self.threads.get(&tid)?.pid;
+        self.tasks.get(&pid).map(|t| &t.plan)
+    }
+
+    /// The thread on `cpu`.
+    pub fn running(&self, cpu: CpuId) -> Option<Tid> {
+        self.cpus.get(cpu as usize).and_then(|c| c.running)
+    }
+
+    /// Thread `tid` runs one user-mode instruction that makes `access`.
+    /// Returns the #DB exceptions the CPU raised.
+    pub fn run(&mut self, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
+        self.run_in_mode(tid, access, true)
+    }
+
+    /// Thread `tid` is in the kernel, which makes `access` on its behalf
+    /// (e.g. a syscall copying a user buffer): hits carry the kernel-mode
+    /// flag.
+    pub fn run_kernel(&mut self, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
+        self.run_in_mode(tid, access, false)
+    }
+
+    /// Convenience: switch `tid` onto `cpu` if it is not there, then run.
+    pub fn run_on(&mut self, cpu: CpuId, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
+        if self.running(cpu) != Some(tid) {
+            self.switch(cpu, Some(tid))?;
+        }
+        self.run(tid, access)
+    }
+
+    fn run_in_mode(&mut self, tid: Tid, access: MemAccess, user_mode: bool) -> Result<Step, SimError> {
+        let thread = self.threads.get_mut(&tid).ok_or(SimError::NoSuchThread(tid))?;
+        let cpu = thread.cpu.ok_or(SimError::NotRunning(tid))?;
+        // Exec faults report the instruction itself; data traps the next one.
+        let rip = if access.kind == AccessKind::Exec {
+            thread.pc = access.addr.wrapping_add(1);
+            access.addr
+        } else {
+            thread.pc = thread.pc.wrapping_add(INSTRUCTION_BYTES);
+            thread.pc
+        };
+        let mut exec = thread.exec;
+        let info = TrapInfo { rip, user_mode, context: tid, timestamp: self.clock_ns };
+        let c = self.cpus.get_mut(cpu as usize).ok_or(SimError::NoSuchCpu(cpu))?;
+        let SimCpu { state, regs, ring, .. } = c;
+        let step = exec.run(regs, &access, |regs, _phase: Phase| {
+            // SAFETY: this struct is the only producer on the CPU's ring
+            // (its "#DB handler"), and nothing runs concurrently with it.
+            let verdict = unsafe { state.handle_debug_exception(regs, &**ring, &info) };
+            verdict.set_resume_flag
+        });
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.exec = exec;
+        }
+        Ok(step)
+    }
+
+    /// Task `pid` exits: its threads leave their CPUs (a switch away, so
+    /// their pieces are disarmed) and the exit is queued for the server.
+    pub fn exit(&mut self, pid: Pid) -> Result<(), SimError> {
+        let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(SimError::NoSuchTask(pid))?;
+        task.alive = false;
+        task.plan = ContextPlan::EMPTY;
+        let threads = task.threads.clone();
+        for tid in threads {
+            if let Some(cpu) = self.threads.get(&tid).and_then(|t| t.cpu) {
+                self.switch(cpu, None)?;
+            }
+        }
+        self.exits.push(pid);
+        Ok(())
+    }
+
+    /// Move the clock forward.
+    pub fn advance(&mut self, ns: u64) {
+        self.clock_ns = self.clock_ns.saturating_add(ns);
+    }
+
+    /// The registers of `cpu` (a test's view of the hardware).
+    pub fn registers(&self, cpu: CpuId) -> Option<&RegisterFile> {
+        self.cpus.get(cpu as usize).map(|c| &c.regs)
+    }
+
+    /// The kernel-side state of `cpu`: its plan, what it loaded, stats.
+    pub fn cpu_state(&self, cpu: CpuId) -> Option<&CpuDebugState> {
+        self.cpus.get(cpu as usize).map(|c| &c.state)
+    }
+
+    /// The plan the server last set for `pid`.
+    pub fn task_plan(&self, pid: Pid) -> Option<&ContextPlan> {
+        self.tasks.get(&pid).map(|t| &t.plan)
+    }
+
+    /// Enabled slots over all CPUs' DR7, as the hardware sees them.
+    pub fn armed_slots(&self) -> u32 {
+        self.cpus.iter().map(|c| hwbp_kern::dr7::enabled_slots(c.regs.dr7).count_ones()).sum()
+    }
+
+    /// Whether any plan (task or CPU) still holds a piece.
+    pub fn any_plan(&self) -> bool {
+        self.tasks.values().any(|t| !t.plan.is_empty()) || self.cpus.iter().any(|c| !c.state.plan().is_empty())
+    }
+}
+
+impl Kernel for SimKernel {
+    fn cpu_count(&self) -> u32 {
+        self.cpus.len() as u32
+    }
+
+    fn task(&self, pid: Pid) -> Result<TaskInfo, KernelError> {
+        match self.tasks.get(&pid) {
+            Some(t) if t.alive => Ok(TaskInfo { pid, uid: t.uid }),
+            _ => Err(KernelError::NoSuchTask(pid)),
+        }
+    }
+
+    fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
+        let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(KernelError::NoSuchTask(pid))?;
+        task.plan = *plan;
+        for c in &mut self.cpus {
+            let runs_pid = c.running.and_then(|tid| self.threads.get(&tid)).is_some_and(|t| t.pid == pid);
+            if runs_pid {
+                c.state.reload(&mut c.regs, Some(plan));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
+        let running = self.running(cpu);
+        let current = running.and_then(|tid| self.plan_of(tid)).copied();
+        let c = self.cpus.get_mut(cpu as usize).ok_or(KernelError::NoSuchCpu(cpu))?;
+        if let Some(current) = &current {
+            hwbp_kern::check_fits(cpu, plan, current).map_err(|_| KernelError::Refused("cpu plan does not fit"))?;
+        }
+        c.state.set_plan(*plan);
+        c.state.reload(&mut c.regs, current.as_ref());
+        Ok(())
+    }
+
+    fn drain_hits(&mut self, out: &mut [HitRecord]) -> usize {
+        let mut n = 0;
+        for c in &self.cpus {
+            let Some(rest) = out.get_mut(n..) else { break };
+            if rest.is_empty() {
+                break;
+            }
+            // SAFETY: this struct is the rings' only consumer, and runs
+            // single-threaded with their producer.
+            n += unsafe { c.ring.drain(rest) };
+        }
+        n
+    }
+
+    fn context_pid(&self, context: u64) -> Option<Pid> {
+        self.threads.get(&context).map(|t| t.pid)
+    }
+
+    fn dropped_hits(&self) -> u64 {
+        self.cpus.iter().map(|c| c.ring.dropped()).sum()
+    }
+
+    fn take_exits(&mut self, out: &mut Vec<Pid>) {
+        out.append(&mut self.exits);
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    fn disarm_all(&mut self) {
+        for t in self.tasks.values_mut() {
+            t.plan = ContextPlan::EMPTY;
+        }
+        for c in &mut self.cpus {
+            c.state.set_plan(CpuPlan::EMPTY);
+            c.state.reload(&mut c.regs, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwbp_kern::{Access, ContextPiece, CpuFilter, Len, Piece};
+
+    fn plan(addr: u64, len: Len, access: Access, token: u64) -> ContextPlan {
+        ContextPlan::from_pieces([ContextPiece { piece: Piece::new(addr, len, access).unwrap(), token, cpu: CpuFilter::Any }])
+            .unwrap()
+    }
+
+    fn drain(sim: &mut SimKernel) -> Vec<HitRecord> {
+        let mut out = vec![HitRecord::ZERO; 64];
+        let n = sim.drain_hits(&mut out);
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn a_write_to_a_watched_address_reaches_the_ring_through_the_kernel_handler() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(1000);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(1, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &plan(0x1000, Len::Eight, Access::Write, 77)).unwrap();
+        sim.advance(5);
+        let step = sim.run(tid, MemAccess::write(0x1004, 4)).unwrap();
+        assert_eq!(step.trap, 1);
+        sim.run(tid, MemAccess::read(0x1004, 4)).unwrap();
+        let hits = drain(&mut sim);
+        assert_eq!(hits.len(), 1);
+        assert_eq!((hits[0].token, hits[0].cpu, hits[0].context, hits[0].timestamp), (77, 1, tid, 5));
+        assert_eq!(sim.context_pid(hits[0].context), Some(pid));
+        assert_eq!(sim.registers(1).unwrap().dr6, hwbp_kern::dr6::CLEAR, "the handler cleared DR6");
+    }
+
+    #[test]
+    fn the_plan_follows_the_task_onto_any_cpu_and_into_new_threads() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(0);
+        sim.set_task_plan(pid, &plan(0x2000, Len::One, Access::Exec, 5)).unwrap();
+        let t2 = sim.spawn_thread(pid).unwrap();
+        sim.switch(0, Some(t2)).unwrap();
+        assert_eq!(sim.run(t2, MemAccess::exec(0x2000)).unwrap().fault, 1);
+        sim.switch(1, Some(t2)).unwrap();
+        assert_eq!(sim.registers(0).unwrap().dr7, 0, "switched away from cpu 0");
+        assert_eq!(sim.run(t2, MemAccess::exec(0x2000)).unwrap().fault, 1);
+        let other = sim.spawn(0);
+        let o = sim.main_thread(other).unwrap();
+        sim.switch(1, Some(o)).unwrap();
+        assert_eq!(sim.run(o, MemAccess::exec(0x2000)).unwrap().fault, 0, "other tasks are not watched");
+        assert_eq!(drain(&mut sim).len(), 2);
+    }
+
+    #[test]
+    fn exit_disarms_and_is_reported_once() {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(0);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &plan(0x3000, Len::Four, Access::ReadWrite, 1)).unwrap();
+        assert_eq!(sim.armed_slots(), 1);
+        sim.exit(pid).unwrap();
+        assert_eq!(sim.armed_slots(), 0);
+        assert_eq!(sim.task(pid), Err(KernelError::NoSuchTask(pid)));
+        let mut exits = Vec::new();
+        sim.take_exits(&mut exits);
+        sim.take_exits(&mut exits);
+        assert_eq!(exits, [pid]);
+        assert_eq!(sim.run(tid, MemAccess::read(0x3000, 4)), Err(SimError::NotRunning(tid)));
+    }
+
+    #[test]
+    fn disarm_all_clears_every_register() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(0);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &plan(0x3000, Len::Four, Access::ReadWrite, 1)).unwrap();
+        let cpu_plan = CpuPlan::from_pieces([hwbp_kern::plan::CpuPiece {
+            piece: Piece::new(0x5000, Len::Eight, Access::Write).unwrap(),
+            token: 2,
+        }])
+        .unwrap();
+        sim.set_cpu_plan(1, &cpu_plan).unwrap();
+        assert_eq!(sim.armed_slots(), 2);
+        sim.disarm_all();
+        assert_eq!(sim.armed_slots(), 0);
+        assert!(!sim.any_plan());
+    }
+}
