@@ -9,3 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+mod client;
+#[cfg(target_os = "redox")]
+pub mod redox;
+pub mod transport;
+
+pub use client::{Batch, BlockingIter, Breakpoint, BreakpointHandle, Error, EventStream, Result};
+pub use transport::Transport;
+
+/// The transport of this platform's real hwbp scheme.
+#[cfg(target_os = "redox")]
+pub type SystemTransport = redox::RedoxTransport;
