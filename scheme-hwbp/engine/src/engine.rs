@@ -604,6 +604,10 @@ impl Engine {
                 contended = true;
             }
         }
+        if contended && !self.contended {
+            // Contention starts now: the first rotation is one period away.
+            self.last_rotation = Some(now);
+        }
         self.contended = contended;
         let changes = self.build_plans(&armed);
         for (id, bp) in self.bps.iter_mut() {
