@@ -56,6 +56,14 @@ impl DebugVerdict {
     pub const fn handled(&self) -> bool {
         self.hits != 0 && !self.single_step && !self.other
     }
+
+    /// DR6 reported breakpoint conditions (B0-B3, ours or stale) and
+    /// nothing else: no single step, no BD/BT. Such a #DB is never the
+    /// interrupted code's fault, so the kernel returns to it instead of
+    /// delivering an exception, whatever the B bits mapped to.
+    pub const fn breakpoints_only(&self) -> bool {
+        (self.hits | self.spurious) != 0 && !self.single_step && !self.other
+    }
 }
 
 impl CpuDebugState {
@@ -196,6 +204,22 @@ mod tests {
         assert_eq!(v.hits, 0);
         assert!(!v.handled());
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn only_breakpoint_causes_make_a_breakpoint_only_exception() {
+        let (mut cpu, mut regs) = armed();
+        let ring = HitRing::<8>::new();
+        let mut verdict_for = |dr6_bits: u64| {
+            regs.dr6 = dr6::CLEAR | dr6_bits;
+            unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) }
+        };
+        assert!(verdict_for(0b0010).breakpoints_only(), "our hit");
+        assert!(verdict_for(0b1000).breakpoints_only(), "a stale B bit alone is no fault of the context");
+        assert!(!verdict_for(0b1000).handled(), "but nothing was recorded for it");
+        assert!(!verdict_for(dr6::BS | 0b0010).breakpoints_only(), "a single step still needs its path");
+        assert!(!verdict_for(dr6::BD).breakpoints_only());
+        assert!(!verdict_for(0).breakpoints_only(), "an empty DR6 (icebp) is not ours");
     }
 
     #[test]
