@@ -69,6 +69,10 @@ if [[ ${REDOX_CHECK_DENY_WARNINGS:-0} == 1 ]]; then
     export RUSTFLAGS="-D warnings"
 fi
 
+# The cookbook files (recipes, init service, config fragment) against the
+# tree: cheap, and they describe how this code gets built on Redox.
+bash cookbook/check-recipes.sh
+
 echo "redox-check: $("$deb_cargo" --version), target $target: ${packages[*]}"
 start=$SECONDS
 # Default targets of each package: the library and every binary (the Redox
