@@ -2,11 +2,13 @@
 //! backends (the Redox kernel patch, and a simulated kernel for the host).
 //! See README.md.
 
+pub mod inproc;
 pub mod kernel;
 pub mod scheme;
 pub mod sim;
 pub mod stream;
 
+pub use inproc::InProcess;
 pub use kernel::{Kernel, KernelError, Pid, TaskInfo, Uid};
 pub use scheme::{Config, FeventNotice, HwbpScheme};
 pub use sim::SimKernel;

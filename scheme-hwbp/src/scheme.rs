@@ -226,6 +226,11 @@ impl<K: Kernel> HwbpScheme<K> {
         self.handles.len()
     }
 
+    /// Whether `id` is an open handle.
+    pub fn has_handle(&self, id: usize) -> bool {
+        self.handles.contains_key(&id)
+    }
+
     /// Breakpoints the scheme still keeps state for (open, or closed with
     /// an event stream still open).
     pub fn breakpoint_count(&self) -> usize {

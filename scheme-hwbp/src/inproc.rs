@@ -1,0 +1,139 @@
+//! The in-process transport: `libhwbp`'s [`Transport`] over an
+//! [`HwbpScheme`] in the same process, through its `SchemeSync` methods.
+//! The host's tests and the demo drive the typed client with it, exactly as
+//! a Redox program drives `/scheme/hwbp`.
+//!
+//! Several callers (pid, uid) may share one server: [`InProcess::caller`].
+//! The server is single-threaded, so a read that would block returns
+//! Redox's EWOULDBLOCK instead of waiting (the transport contract allows
+//! it); run the simulated task and read again.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::io;
+use std::rc::Rc;
+
+use libhwbp::Transport;
+use redox_scheme::scheme::SchemeSync;
+use redox_scheme::{CallerCtx, OpenResult};
+use syscall::flag::O_NONBLOCK;
+
+use crate::kernel::{Kernel, Pid, Uid};
+use crate::scheme::{HwbpScheme, ROOT_HANDLE};
+use crate::sim::SimKernel;
+
+/// A server shared by in-process callers.
+pub type SharedScheme<K = SimKernel> = Rc<RefCell<HwbpScheme<K>>>;
+
+/// One caller's connection to an in-process server.
+pub struct InProcess<K: Kernel = SimKernel> {
+    scheme: SharedScheme<K>,
+    pid: Pid,
+    uid: Uid,
+    /// Handles with O_NONBLOCK set.
+    nonblock: Rc<RefCell<HashSet<usize>>>,
+}
+
+fn io_err(e: syscall::error::Error) -> io::Error {
+    io::Error::from_raw_os_error(e.errno)
+}
+
+impl<K: Kernel> InProcess<K> {
+    /// A connection to a new server, as process `pid` of `uid`.
+    pub fn new(scheme: HwbpScheme<K>, pid: Pid, uid: Uid) -> Self {
+        Self::shared(Rc::new(RefCell::new(scheme)), pid, uid)
+    }
+
+    /// A connection to an existing shared server.
+    pub fn shared(scheme: SharedScheme<K>, pid: Pid, uid: Uid) -> Self {
+        InProcess { scheme, pid, uid, nonblock: Rc::new(RefCell::new(HashSet::new())) }
+    }
+
+    /// Another caller of the same server.
+    pub fn caller(&self, pid: Pid, uid: Uid) -> Self {
+        InProcess { scheme: self.scheme.clone(), pid, uid, nonblock: self.nonblock.clone() }
+    }
+
+    /// The server, e.g. to run the simulated kernel or a rotation tick.
+    pub fn scheme(&self) -> &SharedScheme<K> {
+        &self.scheme
+    }
+
+    /// Run `f` on the server's kernel backend.
+    pub fn with_kernel<R>(&self, f: impl FnOnce(&mut K) -> R) -> R {
+        f(self.scheme.borrow_mut().kernel_mut())
+    }
+
+    fn ctx(&self) -> CallerCtx {
+        crate::caller_ctx(self.pid as usize, self.uid, self.uid)
+    }
+
+    fn fcntl_flags(&self, h: usize) -> u32 {
+        if self.nonblock.borrow().contains(&h) { O_NONBLOCK as u32 } else { 0 }
+    }
+
+    fn number(r: OpenResult) -> io::Result<usize> {
+        match r {
+            OpenResult::ThisScheme { number, .. } => Ok(number),
+            other => Err(io::Error::other(format!("unexpected open result {other:?}"))),
+        }
+    }
+}
+
+impl<K: Kernel> Transport for InProcess<K> {
+    type Handle = usize;
+
+    fn open(&self, path: &str, nonblock: bool) -> io::Result<usize> {
+        let flags = if nonblock { O_NONBLOCK } else { 0 };
+        let r = self.scheme.borrow_mut().openat(ROOT_HANDLE, path, flags, flags as u32, &self.ctx()).map_err(io_err)?;
+        let h = Self::number(r)?;
+        if nonblock {
+            self.nonblock.borrow_mut().insert(h);
+        }
+        Ok(h)
+    }
+
+    fn dup(&self, h: usize, name: &str) -> io::Result<usize> {
+        let r = self.scheme.borrow_mut().dup(h, name.as_bytes(), &self.ctx()).map_err(io_err)?;
+        Self::number(r)
+    }
+
+    fn read(&self, h: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let flags = self.fcntl_flags(h);
+        self.scheme.borrow_mut().read(h, buf, 0, flags, &self.ctx()).map_err(io_err)
+    }
+
+    fn write(&self, h: usize, buf: &[u8]) -> io::Result<usize> {
+        let flags = self.fcntl_flags(h);
+        self.scheme.borrow_mut().write(h, buf, 0, flags, &self.ctx()).map_err(io_err)
+    }
+
+    fn fpath(&self, h: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let mut full = vec![0u8; 4096];
+        let n = self.scheme.borrow_mut().fpath(h, &mut full, &self.ctx()).map_err(io_err)?;
+        let path = std::str::from_utf8(&full[..n]).map_err(|_| io::Error::from_raw_os_error(libhwbp::abi::errno::EINVAL))?;
+        let rel = libhwbp::abi::strip_scheme_prefix(path).as_bytes();
+        let n = rel.len().min(buf.len());
+        buf[..n].copy_from_slice(&rel[..n]);
+        Ok(n)
+    }
+
+    fn set_nonblock(&self, h: usize, nonblock: bool) -> io::Result<()> {
+        if nonblock {
+            self.nonblock.borrow_mut().insert(h);
+        } else {
+            self.nonblock.borrow_mut().remove(&h);
+        }
+        Ok(())
+    }
+
+    fn close(&self, h: usize) -> io::Result<()> {
+        if !self.scheme.borrow().has_handle(h) {
+            log::warn!("hwbpd: close of unknown handle {h}: EBADF ({})", libhwbp::abi::errno::EBADF);
+            return Err(io::Error::from_raw_os_error(libhwbp::abi::errno::EBADF));
+        }
+        self.nonblock.borrow_mut().remove(&h);
+        self.scheme.borrow_mut().on_close(h);
+        Ok(())
+    }
+}
