@@ -20,7 +20,7 @@ use std::fmt;
 
 use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
 use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
-use hwbp_kern::piece::USER_END;
+use hwbp_kern::piece::KERNEL_START;
 use hwbp_kern::{ContextPlan, CpuId};
 use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOSPC, EPERM, ESRCH};
 use libhwbp::abi::{
@@ -483,8 +483,8 @@ impl<K: Kernel> HwbpScheme<K> {
         let ev = &path.event;
         let o = &path.options;
         let last = ev.addr().saturating_add(ev.len() - 1);
-        if uid != ROOT_UID && last >= USER_END {
-            return Err(refusal(EPERM, format!("{:#x}..={last:#x} is not a user address: root only", ev.addr())));
+        if uid != ROOT_UID && last >= KERNEL_START {
+            return Err(refusal(EPERM, format!("{:#x}..={last:#x} reaches kernel space: root only", ev.addr())));
         }
         if uid != ROOT_UID && o.kernel {
             return Err(refusal(EPERM, "the kernel option is root only"));
