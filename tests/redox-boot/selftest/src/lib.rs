@@ -1,0 +1,2 @@
+//! Host-testable parts of the selftest.
+#![no_std]
