@@ -88,6 +88,9 @@ struct Breakpoint {
     streams: usize,
     /// Times frozen when the engine stopped tracking the breakpoint.
     final_times: Option<(u64, u64)>,
+    /// (cpu, context, rip, timestamp) and token of the last record routed
+    /// here: the records of one exception share the first.
+    last_exception: Option<((CpuId, u64, u64, u64), u64)>,
 }
 
 impl Breakpoint {
@@ -292,6 +295,16 @@ impl<K: Kernel> HwbpScheme<K> {
         for &id in self.engine.route(hit.token) {
             let Some(bp) = self.bps.get_mut(&id) else { continue };
             if !bp.enabled || bp.finished() || (kernel_mode && !bp.path.options.kernel) {
+                continue;
+            }
+            // One access that hits several pieces of a split breakpoint
+            // raises one #DB with several B bits: one hit, not several. Its
+            // records are adjacent, share cpu/context/rip/time and carry
+            // different tokens (the same token again is a new execution).
+            let exception = (hit.cpu, hit.context, hit.rip, hit.timestamp);
+            let same_exception = bp.last_exception.is_some_and(|(e, token)| e == exception && token != hit.token);
+            bp.last_exception = Some((exception, hit.token));
+            if same_exception {
                 continue;
             }
             bp.value += 1;
@@ -536,6 +549,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 ended: false,
                 streams: 0,
                 final_times: None,
+                last_exception: None,
             },
         );
         if let Err(e) = self.apply_changes(now) {
@@ -564,6 +578,8 @@ impl<K: Kernel> HwbpScheme<K> {
 
     fn command(&mut self, id: BpId, buf: &[u8]) -> std::result::Result<(), Refusal> {
         let cmd = Command::parse_bytes(buf).map_err(|e| refusal(e.errno(), e))?;
+        // Hits already queued count for the breakpoint as it was.
+        self.collect();
         let now = self.kernel.now_ns();
         let bp = self.bps.get(&id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
         if bp.ended {
@@ -609,6 +625,8 @@ impl<K: Kernel> HwbpScheme<K> {
     /// Close a breakpoint: the engine forgets it and the kernel is told
     /// before this returns. Its state stays while event streams are open.
     fn close_breakpoint(&mut self, id: BpId) {
+        // Hits already queued belong to the breakpoint as it was.
+        self.collect();
         let now = self.kernel.now_ns();
         let times = self.engine.times(id, now);
         if let Err(e) = self.engine.close(id, now) {
