@@ -12,7 +12,7 @@ use crate::boot::{USER_CS, USER_DS};
 use crate::trap::{self, DEBUG, RFLAGS_FIXED, TrapFrame, USER_FRAME};
 use crate::user::{self, Cmd, SYS_DONE, SYS_KERNEL_WRITE};
 
-pub const MAX_TASKS: usize = 8;
+pub const MAX_TASKS: usize = 12;
 const USER_STACK_SIZE: usize = 16 * 1024;
 
 pub type TaskId = usize;
@@ -62,7 +62,7 @@ impl Scheduler {
     /// A new task running `executor`, started once so that it waits for
     /// its first command.
     pub fn spawn(&mut self, plan: Option<ContextPlan>) -> TaskId {
-        let t = self.spawn_at(user::executor as usize as u64, 0, 0, 0, plan);
+        let t = self.spawn_at(user::executor as *const () as u64, 0, 0, 0, plan);
         let outcome = self.enter(t);
         assert_eq!(outcome, Outcome::Done(0), "a new task reaches its first syscall");
         t
@@ -138,6 +138,11 @@ impl Scheduler {
         task.frame.rax = rax;
         task.frame.rdi = rdi;
         task.frame.rsi = rsi;
+        self.enter(t)
+    }
+
+    /// Resume `t` where it stopped (a task spawned with `spawn_at`).
+    pub fn resume(&mut self, t: TaskId) -> Outcome {
         self.enter(t)
     }
 

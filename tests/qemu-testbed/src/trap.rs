@@ -264,6 +264,10 @@ pub struct DebugStats {
     pub this_run: u64,
     pub runaway: bool,
     pub last_verdict: DebugVerdict,
+    /// The last unclaimed #DB: its verdict and where it came from.
+    pub last_unclaimed: Option<(DebugVerdict, u64, bool)>,
+    /// (DR6, rip, rflags) of the last four #DBs, by trap number mod 4.
+    pub trace: [(u64, u64, u64); 4],
 }
 
 pub struct DebugState {
@@ -300,6 +304,8 @@ pub static DEBUG: Global<DebugState> = Global::new(DebugState {
             single_step: false,
             other: false,
         },
+        last_unclaimed: None,
+        trace: [(0, 0, 0); 4],
     },
 });
 
@@ -355,6 +361,10 @@ fn on_debug(frame: &mut TrapFrame) {
             frame.rflags |= RFLAGS_RF;
         }
         HandlerMode::Crate => {
+            // The testbed's own trace of what the hardware said.
+            let raw = hw.read_dr6();
+            let i = (g.stats.traps % 4) as usize;
+            g.stats.trace[i] = (raw, frame.rip, frame.rflags);
             let info = TrapInfo {
                 rip: frame.rip,
                 user_mode: frame.from_user(),
@@ -376,6 +386,7 @@ fn on_debug(frame: &mut TrapFrame) {
                 }
             } else if !verdict.handled() {
                 g.stats.unclaimed += 1;
+                g.stats.last_unclaimed = Some((verdict, frame.rip, info.user_mode));
             }
             g.stats.hits += u64::from(verdict.hits.count_ones());
             g.stats.dropped += u64::from(verdict.dropped.count_ones());

@@ -137,5 +137,5 @@ unsafe extern "C" {
 }
 
 pub fn step_store_entry() -> u64 {
-    user_step_store as usize as u64
+    user_step_store as *const () as u64
 }
