@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace
 bash tests/redox-check.sh  # hwbpd, libhwbp, tools type-check for x86_64-unknown-redox
+bash kernel-patch/scripts/check-series.sh  # the kernel patch series carries kernel-patch/hwbp-kern unchanged
