@@ -14,7 +14,6 @@ use crate::trap;
 
 /// GDT selectors. The first three entries match the boot GDT below.
 pub const KERNEL_CS: u16 = 0x08;
-pub const KERNEL_DS: u16 = 0x10;
 pub const USER_DS: u16 = 0x18 | 3;
 pub const USER_CS: u16 = 0x20 | 3;
 const TSS_SEL: u16 = 0x28;

@@ -92,10 +92,6 @@ impl Scheduler {
         self.tasks[t].as_ref().expect("a spawned task")
     }
 
-    pub fn current(&self) -> Option<TaskId> {
-        self.current
-    }
-
     /// Replace a context's plan. The running context's plan is loaded at
     /// once (`reload`), the others' at their next switch.
     pub fn set_plan(&mut self, t: TaskId, plan: Option<ContextPlan>) {

@@ -20,6 +20,7 @@ pub enum ExitCode {
     Failed = 0x11,
     /// Panic or unexpected kernel exception: 37.
     Crashed = 0x12,
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     /// Bench mode finished: 39.
     BenchDone = 0x13,
 }

@@ -28,6 +28,7 @@ pub enum Cmd {
     KernelWrite { addr: u64, value: u64 },
     /// `times` 8-byte stores to addr, timed with rdtsc; the result is the
     /// elapsed count.
+    #[cfg_attr(not(feature = "bench"), allow(dead_code))]
     TimedWrites { addr: u64, times: u64 },
 }
 
