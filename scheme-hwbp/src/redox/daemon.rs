@@ -1,0 +1,222 @@
+//! hwbpd's main on Redox: one thread, one event queue.
+//!
+//! Start-up, in order:
+//! 1. logger (stderr; level from `HWBPD_LOG`);
+//! 2. the `hwbp-control` handle ([`acquire_control`]) and every CPU's plan
+//!    handle ([`RedoxKernel::open`]); the TSC is calibrated against the
+//!    monotonic clock over [`CALIBRATION`];
+//! 3. the scheme socket (`Socket::nonblock`, redox-scheme 0.12: through the
+//!    namespace's `scheme-creation-cap`), the rotation timer
+//!    (`/scheme/time/1`, `CLOCK_MONOTONIC`), the event queue with the
+//!    socket, the control handle and the timer on it;
+//! 4. the scheme goes public: started by init as a scheme service
+//!    (`type = { scheme = "hwbp" }`, `INIT_NOTIFY` set), hwbpd sends init
+//!    the scheme's capability fd over the notify pipe and init registers
+//!    it as `hwbp` (what base's `daemon::SchemeDaemon::ready_sync_scheme`
+//!    does); started by hand, hwbpd registers `hwbp` in its own namespace
+//!    (`register_sync_scheme`);
+//! 5. privileges: see [`drop_privileges`].
+//!
+//! Then the loop: a readable socket is served through redox-scheme's
+//! `ReadinessBased` wrapper (a request answered EWOULDBLOCK without
+//! O_NONBLOCK is parked, not answered); a readable control handle means hit
+//! records: `collect`; the timer: clock sample, `tick` (rotation), re-arm.
+//! After every event: the `post_fevent`s the scheme owes, then parked
+//! requests are retried (`poll_all_requests`), then responses are written.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use event::{EventFlags as QueueFlags, EventQueue, user_data};
+use libredox::Fd;
+use libredox::flag::{O_CLOEXEC, O_RDWR};
+use redox_scheme::scheme::{SchemeSync, register_sync_scheme};
+use redox_scheme::wrappers::ReadinessBased;
+use redox_scheme::{Response, SignalBehavior, Socket};
+use syscall::CallFlags;
+
+use super::backend::{ProcmgrThreads, RedoxKernel, StartError, acquire_control, monotonic_ns};
+use super::{INIT_NOTIFY_VAR, SCHEME_NAME, logger, parse_notify_fd, timespec};
+use crate::scheme::{Config, HwbpScheme};
+
+/// How long the TSC is measured against the monotonic clock at start.
+pub const CALIBRATION: Duration = Duration::from_millis(20);
+/// Requests read from the socket per batch.
+const REQUEST_QUEUE_DEPTH: usize = 32;
+
+user_data! {
+    enum Source {
+        Scheme,
+        Hits,
+        Timer,
+    }
+}
+
+/// Why hwbpd stopped.
+#[derive(Debug)]
+struct Fatal {
+    what: &'static str,
+    errno: i32,
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: errno {}", self.what, self.errno)
+    }
+}
+
+impl From<StartError> for Fatal {
+    fn from(e: StartError) -> Self {
+        Fatal { what: e.what, errno: e.errno }
+    }
+}
+
+trait Context<T> {
+    fn or_fatal(self, what: &'static str) -> Result<T, Fatal>;
+}
+
+impl<T> Context<T> for Result<T, libredox::error::Error> {
+    fn or_fatal(self, what: &'static str) -> Result<T, Fatal> {
+        self.map_err(|e| Fatal { what, errno: e.errno() })
+    }
+}
+
+/// redox_event 0.5 is built on libredox 0.2, whose error is another type.
+impl<T> Context<T> for Result<T, event::libredox::error::Error> {
+    fn or_fatal(self, what: &'static str) -> Result<T, Fatal> {
+        self.map_err(|e| Fatal { what, errno: e.errno() })
+    }
+}
+
+impl<T> Context<T> for Result<T, syscall::error::Error> {
+    fn or_fatal(self, what: &'static str) -> Result<T, Fatal> {
+        self.map_err(|e| Fatal { what, errno: e.errno })
+    }
+}
+
+/// hwbpd's entry point on Redox.
+pub fn main() -> ! {
+    let level = logger::init();
+    log::info!("hwbpd: starting (log level {level})");
+    match run() {
+        Ok(()) => {
+            log::info!("hwbpd: scheme socket closed, exiting");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            log::error!("hwbpd: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Tell init the scheme is ready by handing it the scheme's capability fd
+/// (base's `SchemeDaemon::ready_sync_scheme`: a `call` on the notify pipe
+/// with `CallFlags::FD` moves the fd to init, which registers the name).
+fn notify_init(pipe: usize, socket: &Socket, scheme: &mut impl SchemeSync) -> Result<(), Fatal> {
+    let cap_id = scheme.scheme_root().or_fatal("scheme_root")?;
+    let cap_fd = socket.create_this_scheme_fd(0, cap_id, 0, 0).or_fatal("creating the scheme capability fd")?;
+    let pipe = Fd::new(pipe);
+    let sent = pipe.call_wo(&cap_fd.to_ne_bytes(), CallFlags::FD, &[]);
+    if sent.is_err() {
+        // Not moved: ours to close.
+        drop(Fd::new(cap_fd));
+    }
+    sent.map(|_| ()).or_fatal("handing the scheme to init (INIT_NOTIFY)")
+    // `pipe` closes here: init sees the readiness, and nothing else is sent.
+}
+
+/// Arm the one-shot timer for absolute monotonic time `due_ns`.
+fn arm(timer: &Fd, due_ns: u64) -> Result<(), Fatal> {
+    timer.write(&timespec::encode(due_ns)).map(|_| ()).or_fatal("arming the rotation timer")
+}
+
+/// What hwbpd can give up on Redox today, and does: nothing it holds is
+/// inherited (every fd is O_CLOEXEC or never passed on, and hwbpd never
+/// spawns). What it cannot give up, and why:
+/// - root: the control handle is taken at start, but reading other users'
+///   tasks in `sys:context` and procmgr's thread handles need it for the
+///   life of the daemon;
+/// - its namespace: `sys:context` must be reopened on every scan (the kernel
+///   snapshots it per open), and thread handles come from `proc:`; so
+///   `setrens(0, 0)` (the null namespace drivers enter after start-up) would
+///   cut hwbpd off. A namespace with only `sys` and `proc` (`mkns`) is the
+///   next step once its semantics under today's namespace manager are
+///   verified on a running system; not done blind here.
+fn drop_privileges() {
+    log::info!("hwbpd: keeps root and its namespace (sys:context rescans, procmgr thread handles); see drop_privileges");
+}
+
+fn run() -> Result<(), Fatal> {
+    let notify_pipe = match std::env::var(INIT_NOTIFY_VAR) {
+        Ok(v) => Some(parse_notify_fd(&v).ok_or(Fatal { what: "INIT_NOTIFY is not an fd number", errno: 0 })?),
+        Err(_) => None,
+    };
+
+    let control = acquire_control()?;
+    let mut kernel = RedoxKernel::open(control, ProcmgrThreads)?;
+    std::thread::sleep(CALIBRATION);
+    kernel.sample_clock();
+    log::info!(
+        "hwbpd: {} CPUs, TSC ~{} MHz",
+        crate::kernel::Kernel::cpu_count(&kernel),
+        kernel.tsc_hz().unwrap_or(0) / 1_000_000
+    );
+    let control_fd = kernel.control_fd();
+
+    let socket = Socket::nonblock().or_fatal("creating the scheme socket")?;
+    let scheme = RefCell::new(HwbpScheme::new(kernel, Config::default()));
+    let rotation_ns = scheme.borrow().config().rotation_ns;
+
+    let timer_path = format!("/scheme/time/{}", timespec::CLOCK_MONOTONIC);
+    let timer = Fd::open(&timer_path, O_CLOEXEC | O_RDWR, 0).or_fatal("opening the monotonic timer")?;
+    let queue = EventQueue::<Source>::new().or_fatal("creating the event queue")?;
+    queue.subscribe(socket.inner().raw(), Source::Scheme, QueueFlags::READ).or_fatal("watching the socket")?;
+    queue.subscribe(control_fd, Source::Hits, QueueFlags::READ).or_fatal("watching the hit stream")?;
+    queue.subscribe(timer.raw(), Source::Timer, QueueFlags::READ).or_fatal("watching the timer")?;
+    let mut due = monotonic_ns().saturating_add(rotation_ns);
+    arm(&timer, due)?;
+
+    match notify_pipe {
+        Some(pipe) => notify_init(pipe, &socket, &mut *scheme.borrow_mut())?,
+        None => register_sync_scheme(&socket, SCHEME_NAME, &mut *scheme.borrow_mut())
+            .or_fatal("registering the hwbp scheme")?,
+    }
+    log::info!("hwbpd: serving /scheme/{SCHEME_NAME} (rotation every {} us)", rotation_ns / 1000);
+    drop_privileges();
+
+    let mut readiness = ReadinessBased::new(&socket, REQUEST_QUEUE_DEPTH);
+    loop {
+        let event = queue.next_event().or_fatal("waiting for events")?;
+        match event.user_data {
+            Source::Scheme => {
+                if !readiness.read_requests().or_fatal("reading requests")? {
+                    return Ok(());
+                }
+                readiness.process_requests(|| scheme.borrow_mut());
+            }
+            Source::Hits => {
+                scheme.borrow_mut().collect();
+            }
+            Source::Timer => {
+                let now = monotonic_ns();
+                if now >= due {
+                    let mut s = scheme.borrow_mut();
+                    s.kernel_mut().sample_clock();
+                    s.tick();
+                    due = timespec::next_deadline(due, rotation_ns, now);
+                    arm(&timer, due)?;
+                }
+            }
+        }
+        for notice in scheme.borrow_mut().take_fevents() {
+            socket
+                .write_response(Response::post_fevent(notice.handle, notice.flags.bits()), SignalBehavior::Restart)
+                .or_fatal("posting an fevent")?;
+        }
+        readiness.poll_all_requests(|| scheme.borrow_mut()).or_fatal("retrying parked requests")?;
+        if !readiness.write_responses().or_fatal("writing responses")? {
+            return Ok(());
+        }
+    }
+}
