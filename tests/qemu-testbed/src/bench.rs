@@ -29,6 +29,7 @@ struct Page([u8; 4096]);
 static mut BENCH_PAGE: Page = Page([0; 4096]);
 /// Holds every record of the handler-logic loop (no drops).
 static BENCH_RING: hwbp_kern::HitRing<1024> = hwbp_kern::HitRing::new();
+static PUSH_RING: hwbp_kern::HitRing<1024> = hwbp_kern::HitRing::new();
 
 fn var(offset: u64) -> u64 {
     &raw const BENCH_PAGE as u64 + offset
@@ -123,6 +124,19 @@ pub fn run() -> ! {
         black_box(unsafe { state.handle_debug_exception(&mut mem, &BENCH_RING, black_box(&info)) });
     });
     println!("BENCH   of which handle_debug_exception's own logic (RegisterFile, no DR access) {logic}");
+    // Pieces of that logic, for whoever optimises it.
+    let used = per_call(|_| {
+        black_box(black_box(&state).loaded().used_slots());
+    });
+    let decode = per_call(|i| {
+        black_box(hwbp_kern::Dr6Status::decode(black_box(hwbp_kern::dr6::CLEAR | (i & 1))));
+    });
+    let record = hwbp_kern::abi::HitRecord::ZERO;
+    let push = per_call(|_| {
+        // SAFETY: this loop is PUSH_RING's only producer.
+        black_box(unsafe { PUSH_RING.push(black_box(record)) });
+    });
+    println!("BENCH     Composition::used_slots {used}, Dr6Status::decode {decode}, HitRing::push {push}");
 
     // switch_to alone, called as the scheduler calls it.
     let plan_a = plan(&[var(0x200)]);
