@@ -361,10 +361,10 @@ impl<T: Transport> BreakpointHandle<T> {
 
 impl<T: Transport> Drop for BreakpointHandle<T> {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            if let Err(e) = self.transport.close(h) {
-                log::warn!("libhwbp: closing breakpoint {}: {e}", self.path);
-            }
+        if let Some(h) = self.handle.take()
+            && let Err(e) = self.transport.close(h)
+        {
+            log::warn!("libhwbp: closing breakpoint {}: {e}", self.path);
         }
     }
 }
@@ -476,10 +476,10 @@ impl<T: Transport> EventStream<T> {
 
 impl<T: Transport> Drop for EventStream<T> {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            if let Err(e) = self.transport.close(h) {
-                log::warn!("libhwbp: closing event stream: {e}");
-            }
+        if let Some(h) = self.handle.take()
+            && let Err(e) = self.transport.close(h)
+        {
+            log::warn!("libhwbp: closing event stream: {e}");
         }
     }
 }

@@ -37,7 +37,7 @@ impl Command {
             _ => {}
         }
         let Some(rest) = s.strip_prefix("modify ") else {
-            let word = s.split(|c: char| c == ' ' || c == '\n').next().unwrap_or("");
+            let word = s.split([' ', '\n']).next().unwrap_or("");
             return Err(if matches!(word, "enable" | "disable" | "reset") {
                 PathError::TrailingJunk
             } else {

@@ -150,6 +150,7 @@ impl MemEvent {
         self.addr
     }
 
+    #[allow(clippy::len_without_is_empty, reason = "an event is never empty (len >= 1)")]
     pub const fn len(&self) -> u64 {
         self.len
     }
@@ -163,7 +164,7 @@ impl MemEvent {
     pub const fn is_single_piece(&self) -> bool {
         match self.access {
             Access::Exec => true,
-            _ => matches!(self.len, 1 | 2 | 4 | 8) && self.addr % self.len == 0,
+            _ => matches!(self.len, 1 | 2 | 4 | 8) && self.addr.is_multiple_of(self.len),
         }
     }
 

@@ -452,6 +452,7 @@ impl AdmittedPiece {
         self.addr
     }
 
+    #[allow(clippy::len_without_is_empty, reason = "a piece is never empty (len >= 1)")]
     pub const fn len(&self) -> u64 {
         self.len as u64
     }

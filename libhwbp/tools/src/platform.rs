@@ -217,14 +217,9 @@ pub mod sim {
         fn armed_register_of(&self, addr: u64) -> Option<usize> {
             let s = self.sim.borrow();
             let regs = s.registers(0)?;
-            let enabled = hwbp_kern_dr7_enabled(regs.dr7);
+            let enabled = hwbp_kern::dr7::enabled_slots(regs.dr7);
             (0..regs.addr.len()).find(|&i| enabled & (1 << i) != 0 && regs.addr[i] == addr)
         }
-    }
-
-    fn hwbp_kern_dr7_enabled(dr7: u64) -> u8 {
-        // L0/G0..L3/G3 are bits 0-7, two per register.
-        (0..4).fold(0u8, |m, i| if dr7 & (0b11 << (2 * i)) != 0 { m | (1 << i) } else { m })
     }
 
     struct SimChild {
