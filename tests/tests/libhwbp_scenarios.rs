@@ -450,3 +450,24 @@ fn fpath_is_the_canonical_admitted_path() {
     assert!(text.starts_with(&format!("task/{}/mem:0x1002/4:w?ring=8#pieces=", w.pid)), "{text}");
     assert_eq!(admitted.pieces, [AdmittedPiece::new(0x1002, 2, Access::Write).unwrap(), AdmittedPiece::new(0x1004, 2, Access::Write).unwrap()]);
 }
+
+#[test]
+fn wakeup_makes_the_stream_ready_after_n_records() {
+    use redox_scheme::scheme::SchemeSync;
+    use syscall::flag::EventFlags;
+    let w = world(1);
+    let bp = Breakpoint::watch(A).wakeup(3).open(&w.user).unwrap();
+    let mut ev = bp.events().unwrap();
+    let ctx = hwbpd::caller_ctx(w.pid as usize, USER, USER);
+    let now = w.root.scheme().borrow_mut().fevent(ev.raw_handle(), EventFlags::EVENT_READ, &ctx).unwrap();
+    assert!(now.is_empty());
+    w.write(A, 4);
+    w.write(A, 4);
+    w.root.scheme().borrow_mut().collect();
+    assert!(w.root.scheme().borrow_mut().take_fevents().is_empty(), "ready before 3 records");
+    w.write(A, 4);
+    w.root.scheme().borrow_mut().collect();
+    let notices = w.root.scheme().borrow_mut().take_fevents();
+    assert!(notices.iter().any(|n| n.handle == ev.raw_handle() && n.flags.contains(EventFlags::EVENT_READ)), "{notices:?}");
+    assert_eq!(ev.drain().unwrap().len(), 3);
+}
