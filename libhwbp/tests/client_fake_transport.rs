@@ -425,3 +425,25 @@ fn partial_record_from_the_server_is_a_protocol_error() {
     let mut ev = h.events().unwrap();
     assert!(matches!(ev.next_batch(&mut [EventRecord::default(); 2]), Err(Error::Protocol(_))));
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_builder_values_give_a_checked_path_or_einval(
+            addr in any::<u64>(), len in any::<u64>(), exec in any::<bool>(),
+            period in any::<u64>(), wakeup in any::<u64>(), ring in any::<u64>(),
+        ) {
+            let mut bp = Breakpoint::watch(addr).len(len).period(period).wakeup(wakeup).ring(ring);
+            if exec {
+                bp = bp.access(Access::Exec);
+            }
+            match bp.path() {
+                Ok(p) => prop_assert_eq!(OpenPath::parse(&p.to_string()), Ok(p)),
+                Err(e) => prop_assert_eq!(e.errno(), errno::EINVAL),
+            }
+        }
+    }
+}
