@@ -3,7 +3,9 @@
 use clap::Parser;
 
 fn main() {
-    hwbp_tools::logger::init(log::LevelFilter::Warn);
+    // hwbpd (in process with --sim) logs every refusal, an empty non-blocking
+    // read included: only errors by default (HWBP_LOG=warn shows them).
+    hwbp_tools::logger::init(log::LevelFilter::Error);
     let cli = hwbp_tools::cli::Cli::parse();
     let code = hwbp_tools::cli::main_with(cli, &mut std::io::stdout());
     std::process::exit(code);
