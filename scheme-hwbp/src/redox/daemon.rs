@@ -17,12 +17,14 @@
 //!    (`register_sync_scheme`);
 //! 5. privileges: see [`drop_privileges`].
 //!
-//! Then the loop: a readable socket is served through redox-scheme's
-//! `ReadinessBased` wrapper (a request answered EWOULDBLOCK without
-//! O_NONBLOCK is parked, not answered); a readable control handle means hit
-//! records: `collect`; the timer: clock sample, `tick` (rotation), re-arm.
-//! After every event: the `post_fevent`s the scheme owes, then parked
-//! requests are retried (`poll_all_requests`), then responses are written.
+//! Then the loop: a readable control handle means hit records: `collect`;
+//! the timer: clock sample, `tick` (rotation), re-arm. After every event,
+//! whatever its source: one batch of requests from the (nonblocking) socket
+//! through redox-scheme's `ReadinessBased` wrapper (a request answered
+//! EWOULDBLOCK without O_NONBLOCK is parked, not answered), the
+//! `post_fevent`s the scheme owes, parked requests retried
+//! (`poll_all_requests`: a blocking read of an event stream completes once
+//! hits arrived), then responses written.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -189,12 +191,8 @@ fn run() -> Result<(), Fatal> {
     loop {
         let event = queue.next_event().or_fatal("waiting for events")?;
         match event.user_data {
-            Source::Scheme => {
-                if !readiness.read_requests().or_fatal("reading requests")? {
-                    return Ok(());
-                }
-                readiness.process_requests(|| scheme.borrow_mut());
-            }
+            // Served below, after every event.
+            Source::Scheme => {}
             Source::Hits => {
                 scheme.borrow_mut().collect();
             }
@@ -209,6 +207,17 @@ fn run() -> Result<(), Fatal> {
                 }
             }
         }
+        // Requests: one batch per event, whatever the source. A burst
+        // larger than the batch is finished by later events, at the latest
+        // the next rotation tick, so none waits in the socket unseen. An
+        // empty read counts as end of file only when the socket itself
+        // reported readable (an idle nonblocking read is EWOULDBLOCK, which
+        // the wrapper already treats as "still open").
+        let open = readiness.read_requests().or_fatal("reading requests")?;
+        if !open && event.user_data == Source::Scheme {
+            return Ok(());
+        }
+        readiness.process_requests(|| scheme.borrow_mut());
         for notice in scheme.borrow_mut().take_fevents() {
             socket
                 .write_response(Response::post_fevent(notice.handle, notice.flags.bits()), SignalBehavior::Restart)
