@@ -1,1 +1,186 @@
-fn main() {}
+//! Admission benchmark: register and unregister pinned breakpoints at scale
+//! (256 CPUs, 1 to 10,000 tasks, up to 100,000 breakpoints, a mix of task
+//! and cpu scopes like `perf bench breakpoint thread`), comparing in one run
+//!
+//! - `load`:   this engine's admission structure (`hwbp_engine::load::Load`),
+//! - `engine`: the whole `Engine::open` + `Engine::close` (validation,
+//!             splitting, slot sharing, records) on the same workload,
+//! - `hist`:   Linux's 2022 histogram accounting (reimplemented),
+//! - `walk`:   Linux's pre-2022 accounting that walks every task breakpoint
+//!             per CPU (reimplemented).
+//!
+//! One operation = reserve one new breakpoint into the populated state and
+//! release it again. Prints ns per operation and the ratios. Run with
+//! `cargo bench -p hwbp-engine --bench admission` (about a minute).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use hwbp_engine::baseline::histogram::Histograms;
+use hwbp_engine::baseline::walk::TaskWalk;
+use hwbp_engine::baseline::{BpDesc, Handle, LoadAccounting, SlotAccounting};
+use hwbp_engine::{Config, Engine, Request};
+use hwbp_kern::Access;
+
+const CPUS: u32 = 256;
+/// Time spent measuring each implementation at each size.
+const BUDGET: Duration = Duration::from_millis(300);
+/// Measured operations prepared per size (each implementation uses a
+/// prefix).
+const MAX_OPS: usize = 200_000;
+
+struct Size {
+    tasks: u32,
+    task_bps: u32,
+    cpu_bps: u32,
+}
+
+/// A small deterministic generator (same sequence for every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % u64::from(n)) as u32
+    }
+}
+
+/// The populated state: task `t`'s first breakpoint on every CPU, its next
+/// ones each on a different CPU (so at most 2 slots per task per CPU), and
+/// `cpu_bps` cpu-wide breakpoints spread over the CPUs (at most 1 per CPU).
+fn population(s: &Size) -> Vec<(Handle, BpDesc)> {
+    let mut out = Vec::new();
+    for i in 0..s.task_bps {
+        let task = i % s.tasks + 1;
+        let k = i / s.tasks;
+        let cpu = (k > 0).then(|| (task * 13 + k) % CPUS);
+        out.push((out.len() as Handle + 1, BpDesc { task: Some(task), cpu }));
+    }
+    for c in 0..s.cpu_bps {
+        out.push((out.len() as Handle + 1, BpDesc { task: None, cpu: Some(c % CPUS) }));
+    }
+    out
+}
+
+/// Measured operations: 80% task on every CPU, 10% task on one CPU, 10%
+/// cpu-wide; every one fits beside the population.
+fn operations(s: &Size) -> Vec<BpDesc> {
+    let mut rng = Lcg(0x5eed ^ u64::from(s.tasks) ^ (u64::from(s.task_bps) << 20));
+    (0..MAX_OPS)
+        .map(|_| match rng.below(10) {
+            0 => BpDesc { task: Some(rng.below(s.tasks) + 1), cpu: Some(rng.below(CPUS)) },
+            1 => BpDesc { task: None, cpu: Some(rng.below(CPUS)) },
+            _ => BpDesc { task: Some(rng.below(s.tasks) + 1), cpu: None },
+        })
+        .collect()
+}
+
+/// ns per operation of `op` over the prepared operations.
+fn measure(ops: &[BpDesc], mut op: impl FnMut(usize, BpDesc)) -> f64 {
+    for (i, &bp) in ops.iter().take(3).enumerate() {
+        op(i, bp);
+    }
+    let start = Instant::now();
+    let mut done = 0;
+    for (i, &bp) in ops.iter().enumerate() {
+        op(i, bp);
+        done += 1;
+        if done % 16 == 0 && start.elapsed() >= BUDGET {
+            break;
+        }
+        if done >= 3 && start.elapsed() >= BUDGET * 4 {
+            break;
+        }
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(done)
+}
+
+fn bench_accounting(acc: &mut impl SlotAccounting, ops: &[BpDesc]) -> f64 {
+    const BASE: Handle = 1 << 40;
+    measure(ops, |i, bp| {
+        let h = BASE + i as Handle;
+        acc.reserve(h, black_box(bp)).expect("every measured operation fits");
+        acc.release(h, bp);
+    })
+}
+
+fn request(bp: BpDesc, n: u64) -> Request {
+    Request { pinned: true, ..Request::new(bp.scope(), 0x1000_0000 + 8 * n, 8, Access::Write) }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let sizes = [
+        Size { tasks: 1, task_bps: 1, cpu_bps: 0 },
+        Size { tasks: 1, task_bps: 10, cpu_bps: 0 },
+        Size { tasks: 10, task_bps: 100, cpu_bps: 0 },
+        Size { tasks: 100, task_bps: 1_000, cpu_bps: 256 },
+        Size { tasks: 1_000, task_bps: 1_000, cpu_bps: 0 },
+        Size { tasks: 1_000, task_bps: 10_000, cpu_bps: 256 },
+        Size { tasks: 10_000, task_bps: 10_000, cpu_bps: 256 },
+        Size { tasks: 10_000, task_bps: 100_000, cpu_bps: 256 },
+    ];
+    println!("admission: reserve + release of one pinned breakpoint, {CPUS} CPUs, ns per operation");
+    println!(
+        "{:>6} {:>7} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>11} {:>9}",
+        "tasks", "bps", "load", "engine", "hist", "walk", "hist/load", "walk/load", "hist/engine", "tick(us)"
+    );
+    let total = Instant::now();
+    for s in &sizes {
+        let pop = population(s);
+        let ops = operations(s);
+
+        let mut load = LoadAccounting::new(CPUS);
+        let mut hist = Histograms::new(CPUS);
+        let mut engine = Engine::new(Config::new(CPUS));
+        for (n, &(h, bp)) in pop.iter().enumerate() {
+            load.reserve(h, bp).expect("population fits");
+            hist.reserve(h, bp).expect("population fits");
+            engine.open(&request(bp, n as u64), 0, 0).expect("population fits");
+        }
+        let mut walk = TaskWalk::bulk(CPUS, &pop);
+        // The first plan of the population is not part of any operation.
+        engine.tick(0);
+
+        let t_load = bench_accounting(&mut load, &ops);
+        let t_hist = bench_accounting(&mut hist, &ops);
+        let t_walk = bench_accounting(&mut walk, &ops);
+        let base = pop.len() as u64 + 1;
+        let t_engine = measure(&ops, |i, bp| {
+            let id = engine.open(black_box(&request(bp, base + i as u64)), 0, 0).expect("fits");
+            engine.close(id, 0).expect("open");
+        });
+        // What the scheme pays after each open: one full replan.
+        let t_tick = {
+            let (mut spent, mut count) = (Duration::ZERO, 0u32);
+            let start = Instant::now();
+            for (i, &bp) in ops.iter().enumerate() {
+                let id = engine.open(&request(bp, base + i as u64), 0, 0).expect("fits");
+                let t = Instant::now();
+                black_box(engine.tick(0));
+                spent += t.elapsed();
+                count += 1;
+                engine.close(id, 0).expect("open");
+                engine.tick(0);
+                if start.elapsed() >= BUDGET {
+                    break;
+                }
+            }
+            spent.as_secs_f64() * 1e6 / f64::from(count)
+        };
+        println!(
+            "{:>6} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>11.1} {:>9.1}x {:>9.1}x {:>10.1}x {:>9.1}",
+            s.tasks,
+            pop.len(),
+            t_load,
+            t_engine,
+            t_hist,
+            t_walk,
+            t_hist / t_load,
+            t_walk / t_load,
+            t_hist / t_engine,
+            t_tick
+        );
+    }
+    println!("total {:.1} s", total.elapsed().as_secs_f64());
+}

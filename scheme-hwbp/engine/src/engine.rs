@@ -149,17 +149,26 @@ pub struct Engine {
     /// Slots of live pinned breakpoints (disabled ones included).
     pinned_load: Load,
     /// Live pinned breakpoints.
-    pinned: BTreeSet<BpId>,
+    pinned: FxHashSet<BpId>,
     /// Live flexible breakpoints in round-robin order.
     rotation: BTreeMap<u64, BpId>,
     /// Live breakpoints of each task.
-    task_bps: FxHashMap<Pid, BTreeSet<BpId>>,
+    task_bps: FxHashMap<Pid, FxHashSet<BpId>>,
     /// Open breakpoints per uid (ended ones included until closed).
     open_per_uid: FxHashMap<Uid, usize>,
     ctx_plans: FxHashMap<Pid, ContextPlan>,
     cpu_plans: Vec<CpuPlan>,
     /// Something changed since the last plan.
     dirty: bool,
+    /// Scopes whose breakpoints changed since the last plan (enough when
+    /// there are no flexible breakpoints: then each plan depends only on
+    /// its own scope's pinned breakpoints).
+    dirty_tasks: FxHashSet<Pid>,
+    dirty_cpus: FxHashSet<CpuId>,
+    dirty_all_cpus: bool,
+    /// Live cpu-wide breakpoints per CPU, and on all CPUs.
+    cpu_bps: Vec<FxHashSet<BpId>>,
+    all_cpu_bps: FxHashSet<BpId>,
     /// The last plan left an enabled flexible breakpoint out.
     contended: bool,
     last_rotation: Option<Nanos>,
@@ -176,13 +185,18 @@ impl Engine {
             slots: FxHashMap::default(),
             slot_by_key: FxHashMap::default(),
             pinned_load: Load::new(cfg.cpus),
-            pinned: BTreeSet::new(),
+            pinned: FxHashSet::default(),
             rotation: BTreeMap::new(),
             task_bps: FxHashMap::default(),
             open_per_uid: FxHashMap::default(),
             ctx_plans: FxHashMap::default(),
             cpu_plans: vec![CpuPlan::EMPTY; cfg.cpus as usize],
             dirty: false,
+            dirty_tasks: FxHashSet::default(),
+            dirty_cpus: FxHashSet::default(),
+            dirty_all_cpus: false,
+            cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
+            all_cpu_bps: FxHashSet::default(),
             contended: false,
             last_rotation: None,
         }
@@ -238,12 +252,10 @@ impl Engine {
         } else {
             bp.rotation_key = Some(self.push_rotation(id));
         }
-        if let Some(pid) = req.scope.pid() {
-            self.task_bps.entry(pid).or_default().insert(id);
-        }
+        self.index(id, req.scope);
         self.bps.insert(id, bp);
         *self.open_per_uid.entry(uid).or_default() += 1;
-        self.dirty = true;
+        self.touch(req.scope);
         Ok(id)
     }
 
@@ -314,7 +326,7 @@ impl Engine {
             bp.running = false;
             bp.rotation_key = rotation_key;
         }
-        self.dirty = true;
+        self.touch(scope);
         Ok(())
     }
 
@@ -326,7 +338,8 @@ impl Engine {
         if !enabled {
             bp.running = false;
         }
-        self.dirty = true;
+        let scope = bp.req.scope;
+        self.touch(scope);
         Ok(())
     }
 
@@ -337,14 +350,7 @@ impl Engine {
         bp.accrue(now);
         if bp.alive {
             self.release(id, &bp);
-            if let Some(pid) = bp.req.scope.pid() {
-                if let Some(set) = self.task_bps.get_mut(&pid) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.task_bps.remove(&pid);
-                    }
-                }
-            }
+            self.unindex(id, bp.req.scope);
         }
         if let Some(n) = self.open_per_uid.get_mut(&bp.uid) {
             *n -= 1;
@@ -352,7 +358,7 @@ impl Engine {
                 self.open_per_uid.remove(&bp.uid);
             }
         }
-        self.dirty = true;
+        self.touch(bp.req.scope);
         Ok(())
     }
 
@@ -360,7 +366,8 @@ impl Engine {
     /// released, the handles stay readable until closed). Returns them in
     /// id order. Its context plan is dropped without being reported.
     pub fn task_exited(&mut self, pid: Pid, now: Nanos) -> Vec<BpId> {
-        let ended: Vec<BpId> = self.task_bps.remove(&pid).map(|s| s.into_iter().collect()).unwrap_or_default();
+        let mut ended: Vec<BpId> = self.task_bps.remove(&pid).map(|s| s.into_iter().collect()).unwrap_or_default();
+        ended.sort_unstable();
         for &id in &ended {
             let Some(mut bp) = self.bps.remove(&id) else { continue };
             bp.accrue(now);
@@ -387,7 +394,11 @@ impl Engine {
             return PlanChanges::default();
         }
         self.dirty = false;
-        self.replan(now)
+        if self.rotation.is_empty() {
+            self.replan_dirty_scopes(now)
+        } else {
+            self.replan(now)
+        }
     }
 
     /// The plan of task `pid`; `None` means the empty plan.
@@ -451,6 +462,8 @@ impl Engine {
             && self.pinned.is_empty()
             && self.rotation.is_empty()
             && self.task_bps.is_empty()
+            && self.all_cpu_bps.is_empty()
+            && self.cpu_bps.iter().all(FxHashSet::is_empty)
             && self.open_per_uid.is_empty()
             && self.ctx_plans.is_empty()
             && self.cpu_plans.iter().all(CpuPlan::is_empty)
@@ -462,12 +475,92 @@ impl Engine {
         compose(cpu, self.cpu_plan(cpu), pid.and_then(|p| self.context_plan(p)))
     }
 
+    /// Test aid: recompute every plan from scratch on a copy and compare
+    /// with the current plans (which may have been computed incrementally).
+    #[doc(hidden)]
+    pub fn check_against_full_replan(&self, now: Nanos) -> Result<(), String> {
+        let mut copy = self.clone();
+        copy.replan(now);
+        if copy.ctx_plans != self.ctx_plans {
+            return Err(format!("context plans differ: full {:?}, current {:?}", copy.ctx_plans, self.ctx_plans));
+        }
+        if copy.cpu_plans != self.cpu_plans {
+            return Err(format!("cpu plans differ: full {:?}, current {:?}", copy.cpu_plans, self.cpu_plans));
+        }
+        for (id, bp) in &self.bps {
+            if copy.bps.get(id).map(|b| b.running) != Some(bp.running) {
+                return Err(format!("breakpoint {id} running {} but {} after a full replan", bp.running, !bp.running));
+            }
+        }
+        for (t, slot) in &self.slots {
+            let mut a = slot.routed.clone();
+            let mut b = copy.slots.get(t).map(|s| s.routed.clone()).unwrap_or_default();
+            a.sort_unstable();
+            b.sort_unstable();
+            if a != b {
+                return Err(format!("token {t} routed to {a:?}, {b:?} after a full replan"));
+            }
+        }
+        Ok(())
+    }
+
     // ---- internals ----
 
     fn check_scope(&self, scope: Scope) -> Result<(), EngineError> {
         match scope.cpu() {
             Some(cpu) if cpu >= self.cfg.cpus => Err(EngineError::NoSuchCpu),
             _ => Ok(()),
+        }
+    }
+
+    /// Note that `scope`'s plans must be recomputed.
+    fn touch(&mut self, scope: Scope) {
+        self.dirty = true;
+        match scope {
+            Scope::Task { pid, .. } => {
+                self.dirty_tasks.insert(pid);
+            }
+            Scope::Cpu(c) => {
+                self.dirty_cpus.insert(c);
+            }
+            Scope::AllCpus => self.dirty_all_cpus = true,
+        }
+    }
+
+    fn index(&mut self, id: BpId, scope: Scope) {
+        match scope {
+            Scope::Task { pid, .. } => {
+                self.task_bps.entry(pid).or_default().insert(id);
+            }
+            Scope::Cpu(c) => {
+                if let Some(set) = self.cpu_bps.get_mut(c as usize) {
+                    set.insert(id);
+                }
+            }
+            Scope::AllCpus => {
+                self.all_cpu_bps.insert(id);
+            }
+        }
+    }
+
+    fn unindex(&mut self, id: BpId, scope: Scope) {
+        match scope {
+            Scope::Task { pid, .. } => {
+                if let Some(set) = self.task_bps.get_mut(&pid) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.task_bps.remove(&pid);
+                    }
+                }
+            }
+            Scope::Cpu(c) => {
+                if let Some(set) = self.cpu_bps.get_mut(c as usize) {
+                    set.remove(&id);
+                }
+            }
+            Scope::AllCpus => {
+                self.all_cpu_bps.remove(&id);
+            }
         }
     }
 
@@ -571,6 +664,9 @@ impl Engine {
     /// Recompute every plan: pinned first, then flexible in rotation order,
     /// each all-or-nothing, under the same rule as pinned admission.
     fn replan(&mut self, now: Nanos) -> PlanChanges {
+        self.dirty_tasks.clear();
+        self.dirty_cpus.clear();
+        self.dirty_all_cpus = false;
         let mut load = self.pinned_load.clone();
         let mut placed: FxHashSet<Token> = FxHashSet::default();
         let mut armed: BTreeSet<Token> = BTreeSet::new();
@@ -609,27 +705,11 @@ impl Engine {
             self.last_rotation = Some(now);
         }
         self.contended = contended;
-        let changes = self.build_plans(&armed);
-        for (id, bp) in self.bps.iter_mut() {
-            let r = running.contains(id);
-            if r != bp.running {
-                bp.accrue(now);
-                bp.running = r;
-            }
-        }
-        for slot in self.slots.values_mut() {
-            slot.routed.clear();
-            slot.routed.extend(slot.users.iter().copied().filter(|u| running.contains(u)));
-        }
-        changes
-    }
 
-    /// Turn the armed slots into plans, keeping every piece that stays armed
-    /// where it was, and report the plans that changed.
-    fn build_plans(&mut self, armed: &BTreeSet<Token>) -> PlanChanges {
+        // Group the armed slots by plan, in token order.
         let mut ctx: BTreeMap<Pid, Vec<ContextPiece>> = BTreeMap::new();
         let mut cpu: Vec<Vec<CpuPiece>> = vec![Vec::new(); self.cfg.cpus as usize];
-        for token in armed {
+        for token in &armed {
             let Some(slot) = self.slots.get(token) else { continue };
             let piece = slot.key.piece;
             match slot.key.scope {
@@ -650,65 +730,176 @@ impl Engine {
             }
         }
         let mut changes = PlanChanges::default();
-        // Context plans: old order first, then new pieces by token.
-        let mut new_plans: FxHashMap<Pid, ContextPlan> = FxHashMap::default();
-        for (pid, pieces) in ctx {
-            let old = self.ctx_plans.get(&pid);
-            let in_new: FxHashSet<Token> = pieces.iter().map(|p| p.token).collect();
-            let kept = old.into_iter().flat_map(|p| p.iter()).filter(|p| in_new.contains(&p.token)).copied();
-            let kept_tokens: FxHashSet<Token> = old
-                .into_iter()
-                .flat_map(|p| p.iter())
-                .map(|p| p.token)
-                .filter(|t| in_new.contains(t))
-                .collect();
-            let fresh = pieces.iter().filter(|p| !kept_tokens.contains(&p.token)).copied();
-            let mut plan = ContextPlan::EMPTY;
-            for p in kept.chain(fresh) {
-                if let Err(e) = plan.push(p) {
-                    debug_assert!(false, "planner overfilled the plan of task {pid}: {e}");
-                    log::error!("hwbp-engine: internal: plan of task {pid}: {e}");
-                }
-            }
-            if old != Some(&plan) {
+        let gone: Vec<Pid> = self.ctx_plans.keys().copied().filter(|p| !ctx.contains_key(p)).collect();
+        for pid in gone {
+            if self.install_task_plan(pid, &[]) {
                 changes.tasks.push(pid);
             }
-            new_plans.insert(pid, plan);
         }
-        for pid in self.ctx_plans.keys() {
-            if !new_plans.contains_key(pid) {
-                changes.tasks.push(*pid);
+        for (pid, pieces) in ctx {
+            if self.install_task_plan(pid, &pieces) {
+                changes.tasks.push(pid);
             }
         }
         changes.tasks.sort_unstable();
-        self.ctx_plans = new_plans;
-        // CPU plans: pieces that stay keep their register.
         for (c, pieces) in cpu.into_iter().enumerate() {
-            let Some(old) = self.cpu_plans.get_mut(c) else { continue };
-            let mut plan = CpuPlan::EMPTY;
-            let mut fresh = Vec::new();
-            for p in pieces {
-                match old.iter().find(|(_, o)| o.token == p.token) {
-                    Some((slot, _)) => plan.set(slot, Some(p)),
-                    None => fresh.push(p),
-                }
-            }
-            let mut fresh = fresh.into_iter();
-            for slot in Slot::ALL {
-                if plan.get(slot).is_none() {
-                    match fresh.next() {
-                        Some(p) => plan.set(slot, Some(p)),
-                        None => break,
-                    }
-                }
-            }
-            debug_assert!(fresh.next().is_none(), "planner overfilled cpu {c}");
-            if *old != plan {
+            if self.install_cpu_plan(c as CpuId, &pieces) {
                 changes.cpus.push(c as CpuId);
-                *old = plan;
+            }
+        }
+
+        for (id, bp) in self.bps.iter_mut() {
+            let r = running.contains(id);
+            if r != bp.running {
+                bp.accrue(now);
+                bp.running = r;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            slot.routed.clear();
+            slot.routed.extend(slot.users.iter().copied().filter(|u| running.contains(u)));
+        }
+        changes
+    }
+
+    /// With no flexible breakpoint, each plan holds exactly the enabled
+    /// pinned breakpoints of its own scope: recompute only the scopes that
+    /// changed. Same result as [`Engine::replan`], in time proportional to
+    /// the change.
+    fn replan_dirty_scopes(&mut self, now: Nanos) -> PlanChanges {
+        debug_assert!(self.rotation.is_empty());
+        self.contended = false;
+        let mut tasks: Vec<Pid> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
+        tasks.sort_unstable();
+        let cpus: Vec<CpuId> = if std::mem::take(&mut self.dirty_all_cpus) {
+            self.dirty_cpus.clear();
+            (0..self.cfg.cpus).collect()
+        } else {
+            let mut cpus: Vec<CpuId> = std::mem::take(&mut self.dirty_cpus).into_iter().collect();
+            cpus.sort_unstable();
+            cpus
+        };
+        let mut changes = PlanChanges::default();
+        for pid in tasks {
+            let ids: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            if ids.is_empty() && !self.ctx_plans.contains_key(&pid) {
+                continue;
+            }
+            let armed = self.arm_pinned(&ids, now);
+            let pieces: Vec<ContextPiece> = armed
+                .iter()
+                .filter_map(|t| {
+                    let slot = self.slots.get(t)?;
+                    let Scope::Task { cpu, .. } = slot.key.scope else { return None };
+                    Some(ContextPiece {
+                        piece: slot.key.piece,
+                        token: *t,
+                        cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only),
+                    })
+                })
+                .collect();
+            if self.install_task_plan(pid, &pieces) {
+                changes.tasks.push(pid);
+            }
+        }
+        let all: Vec<BpId> = self.all_cpu_bps.iter().copied().collect();
+        let all_armed = self.arm_pinned(&all, now);
+        for c in cpus {
+            let ids: Vec<BpId> = self.cpu_bps.get(c as usize).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let mut armed = self.arm_pinned(&ids, now);
+            armed.extend(all_armed.iter().copied());
+            let pieces: Vec<CpuPiece> = armed
+                .iter()
+                .filter_map(|t| Some(CpuPiece { piece: self.slots.get(t)?.key.piece, token: *t }))
+                .collect();
+            if self.install_cpu_plan(c, &pieces) {
+                changes.cpus.push(c);
             }
         }
         changes
+    }
+
+    /// Mark the enabled ones of these pinned breakpoints running (the rest
+    /// not), refresh the routes of their slots, and return their slots.
+    fn arm_pinned(&mut self, ids: &[BpId], now: Nanos) -> BTreeSet<Token> {
+        let mut armed = BTreeSet::new();
+        let mut touched = Vec::new();
+        for id in ids {
+            let Some(bp) = self.bps.get_mut(id) else { continue };
+            let run = bp.req.pinned && bp.enabled && bp.alive;
+            if run != bp.running {
+                bp.accrue(now);
+                bp.running = run;
+            }
+            if run {
+                armed.extend(bp.tokens.iter().copied());
+            }
+            touched.extend(bp.tokens.iter().copied());
+        }
+        for t in touched {
+            let Some(slot) = self.slots.get(&t) else { continue };
+            let routed: Vec<BpId> =
+                slot.users.iter().copied().filter(|u| self.bps.get(u).is_some_and(|b| b.running)).collect();
+            if let Some(slot) = self.slots.get_mut(&t) {
+                slot.routed = routed;
+            }
+        }
+        armed
+    }
+
+    /// Install task `pid`'s plan from `pieces` (token order), keeping the
+    /// pieces that stay where they were and appending new ones; `true` if
+    /// it changed.
+    fn install_task_plan(&mut self, pid: Pid, pieces: &[ContextPiece]) -> bool {
+        let old = self.ctx_plans.get(&pid);
+        if pieces.is_empty() {
+            return self.ctx_plans.remove(&pid).is_some();
+        }
+        let mut plan = ContextPlan::EMPTY;
+        let stays = |t: Token| pieces.iter().any(|p| p.token == t);
+        let kept = old.into_iter().flat_map(|p| p.iter()).filter(|p| stays(p.token)).copied();
+        let was = |t: Token| old.is_some_and(|o| o.iter().any(|p| p.token == t));
+        let fresh = pieces.iter().filter(|p| !was(p.token)).copied();
+        for p in kept.chain(fresh) {
+            if let Err(e) = plan.push(p) {
+                debug_assert!(false, "planner overfilled the plan of task {pid}: {e}");
+                log::error!("hwbp-engine: internal: plan of task {pid}: {e}");
+            }
+        }
+        if old == Some(&plan) {
+            return false;
+        }
+        self.ctx_plans.insert(pid, plan);
+        true
+    }
+
+    /// Install `cpu`'s plan: pieces that stay keep their register, new ones
+    /// take the lowest free ones; `true` if it changed.
+    fn install_cpu_plan(&mut self, cpu: CpuId, pieces: &[CpuPiece]) -> bool {
+        let Some(old) = self.cpu_plans.get_mut(cpu as usize) else { return false };
+        let mut plan = CpuPlan::EMPTY;
+        let mut fresh = Vec::new();
+        for p in pieces {
+            match old.iter().find(|(_, o)| o.token == p.token) {
+                Some((slot, _)) => plan.set(slot, Some(*p)),
+                None => fresh.push(*p),
+            }
+        }
+        let mut fresh = fresh.into_iter();
+        for slot in Slot::ALL {
+            if plan.get(slot).is_none() {
+                match fresh.next() {
+                    Some(p) => plan.set(slot, Some(p)),
+                    None => break,
+                }
+            }
+        }
+        debug_assert!(fresh.next().is_none(), "planner overfilled cpu {cpu}");
+        if *old == plan {
+            return false;
+        }
+        *old = plan;
+        true
     }
 }
 

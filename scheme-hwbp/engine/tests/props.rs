@@ -232,6 +232,9 @@ impl Harness {
         let before_ctx: Vec<_> = PIDS.iter().map(|&p| self.e.context_plan(p).copied()).collect();
         let before_cpu: Vec<CpuPlan> = (0..CPUS).map(|c| *self.e.cpu_plan(c)).collect();
         let changes = self.e.tick(self.now);
+        if let Err(why) = self.e.check_against_full_replan(self.now) {
+            return Err(TestCaseError::fail(why));
+        }
         for (i, &p) in PIDS.iter().enumerate() {
             if self.e.context_plan(p).copied() != before_ctx[i] && self.model.values().any(|b| b.alive && b.scope.pid() == Some(p)) {
                 prop_assert!(changes.tasks.contains(&p), "task {} changed unreported", p);
@@ -342,22 +345,44 @@ impl Harness {
     }
 }
 
+/// Every request pinned: the planner's incremental path (no flexible
+/// breakpoints) is the one that runs.
+fn all_pinned(op: Op) -> Op {
+    match op {
+        Op::Open(r) => Op::Open(Request { pinned: true, ..r }),
+        Op::Modify(i, r) => Op::Modify(i, Request { pinned: true, ..r }),
+        other => other,
+    }
+}
+
+fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new();
+    for op in ops {
+        h.apply(op)?;
+    }
+    h.check_every_feasible_flexible_runs()?;
+    for id in h.model.keys().copied().collect::<Vec<_>>() {
+        h.e.close(id, h.now).unwrap();
+    }
+    h.model.clear();
+    h.tick_and_check()?;
+    prop_assert!(h.e.is_empty(), "engine not empty after closing everything");
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, max_shrink_iters: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_the_brute_force_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
-        let mut h = Harness::new();
-        for op in &ops {
-            h.apply(op)?;
-        }
-        h.check_every_feasible_flexible_runs()?;
-        for id in h.model.keys().copied().collect::<Vec<_>>() {
-            h.e.close(id, h.now).unwrap();
-        }
-        h.model.clear();
-        h.tick_and_check()?;
-        prop_assert!(h.e.is_empty(), "engine not empty after closing everything");
+        run_model(&ops)?;
+    }
+
+    #[test]
+    fn engine_matches_the_brute_force_model_with_only_pinned(
+        ops in prop::collection::vec(op_strategy().prop_map(all_pinned), 1..40)
+    ) {
+        run_model(&ops)?;
     }
 }
 
