@@ -38,15 +38,39 @@ pub struct Loaded {
 /// Register contents for one CPU at one moment.
 ///
 /// Invariant: slot i is `Some` exactly when DR7 enables slot i, so a
-/// composition with no pieces has DR7 == 0.
+/// composition with no pieces has DR7 == 0. The masks and the DR7 value are
+/// kept up to date as pieces are placed, so the #DB path and the switch
+/// path read them instead of recomputing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Composition {
     slots: [Option<Loaded>; NUM_SLOTS],
+    /// Occupied slots.
+    used: u8,
+    /// Occupied slots holding exec pieces.
+    exec: u8,
+    /// Occupied slots holding context pieces.
+    from_context: u8,
+    dr7: u64,
     refused: u8,
 }
 
 impl Composition {
-    pub const EMPTY: Composition = Composition { slots: [None; NUM_SLOTS], refused: 0 };
+    pub const EMPTY: Composition =
+        Composition { slots: [None; NUM_SLOTS], used: 0, exec: 0, from_context: 0, dr7: dr7::DISARMED, refused: 0 };
+
+    fn place(&mut self, slot: Slot, loaded: Loaded) {
+        if let Some(s) = self.slots.get_mut(slot.index()) {
+            *s = Some(loaded);
+            self.used |= slot.bit();
+            if loaded.piece.access() == crate::piece::Access::Exec {
+                self.exec |= slot.bit();
+            }
+            if loaded.origin == Origin::Context {
+                self.from_context |= slot.bit();
+            }
+            self.dr7 |= dr7::encode_slot(slot, &loaded.piece) | dr7::GLOBAL_EXACT;
+        }
+    }
 
     pub fn slot(&self, slot: Slot) -> Option<&Loaded> {
         self.slots.get(slot.index()).and_then(Option::as_ref)
@@ -57,9 +81,8 @@ impl Composition {
     }
 
     /// The DR7 value that arms exactly the occupied slots.
-    pub fn dr7(&self) -> u64 {
-        let armed = self.iter().fold(0, |dr7, (slot, l)| dr7 | dr7::encode_slot(slot, &l.piece));
-        if armed == 0 { dr7::DISARMED } else { armed | dr7::GLOBAL_EXACT }
+    pub const fn dr7(&self) -> u64 {
+        self.dr7
     }
 
     /// The address register value for `slot` (0 when unused).
@@ -68,13 +91,18 @@ impl Composition {
     }
 
     /// Mask of occupied slots.
-    pub fn used_slots(&self) -> u8 {
-        self.iter().fold(0, |mask, (slot, _)| mask | slot.bit())
+    pub const fn used_slots(&self) -> u8 {
+        self.used
+    }
+
+    /// Mask of slots holding exec pieces.
+    pub const fn exec_slots(&self) -> u8 {
+        self.exec
     }
 
     /// Whether any context piece is loaded.
-    pub fn has_context_pieces(&self) -> bool {
-        self.iter().any(|(_, l)| l.origin == Origin::Context)
+    pub const fn has_context_pieces(&self) -> bool {
+        self.from_context != 0
     }
 
     /// Context pieces that applied but found no free register.
@@ -82,8 +110,8 @@ impl Composition {
         self.refused
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
+    pub const fn is_empty(&self) -> bool {
+        self.used == 0
     }
 }
 
@@ -91,15 +119,14 @@ impl Composition {
 pub fn compose(cpu: CpuId, cpu_plan: &CpuPlan, context: Option<&ContextPlan>) -> Composition {
     let mut out = Composition::EMPTY;
     for (slot, p) in cpu_plan.iter() {
-        if let Some(s) = out.slots.get_mut(slot.index()) {
-            *s = Some(Loaded { piece: p.piece, token: p.token, origin: Origin::Cpu });
-        }
+        out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Cpu });
     }
     let Some(context) = context else { return out };
-    let mut free = out.slots.iter_mut().filter(|s| s.is_none());
+    let cpu_used = out.used;
+    let mut free = Slot::ALL.into_iter().filter(move |s| cpu_used & s.bit() == 0);
     for p in context.on_cpu(cpu) {
         match free.next() {
-            Some(s) => *s = Some(Loaded { piece: p.piece, token: p.token, origin: Origin::Context }),
+            Some(slot) => out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Context }),
             None => out.refused = out.refused.saturating_add(1),
         }
     }

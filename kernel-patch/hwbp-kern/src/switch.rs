@@ -136,10 +136,11 @@ impl CpuDebugState {
         });
 
         // 1. Disarm every slot that changes before touching its address.
-        let kept_dr7 = Slot::ALL
+        let unchanged_fields = Slot::ALL
             .into_iter()
             .filter(|s| unchanged & s.bit() != 0)
-            .fold(0, |d, s| d | (target.dr7() & dr7::slot_mask(s)));
+            .fold(0, |m, s| m | dr7::slot_mask(s));
+        let kept_dr7 = target.dr7() & unchanged_fields;
         let kept_dr7 = if kept_dr7 == 0 { dr7::DISARMED } else { kept_dr7 | dr7::GLOBAL_EXACT };
         if self.hw_dr7 & !kept_dr7 & enable_bits() != 0 {
             regs.write_dr7(kept_dr7);

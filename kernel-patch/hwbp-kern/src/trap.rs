@@ -14,7 +14,7 @@
 
 use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_WITH_SINGLE_STEP, HitRecord};
 use crate::dr6::{self, Dr6Status};
-use crate::piece::{Access, Slot};
+use crate::piece::Slot;
 use crate::regs::DebugRegs;
 use crate::ring::HitRing;
 use crate::switch::CpuDebugState;
@@ -85,28 +85,47 @@ impl CpuDebugState {
         ring: &HitRing<N>,
         info: &TrapInfo,
     ) -> DebugVerdict {
-        let status = Dr6Status::decode(regs.read_dr6());
+        let raw = regs.read_dr6();
         // B bits may be set for disabled slots (SDM 18.2.3): only slots we
         // loaded count.
-        let loaded = self.loaded().used_slots();
-        let mut verdict = DebugVerdict {
-            spurious: status.slots & !loaded,
+        let loaded = self.loaded();
+        let ours = Dr6Status::decode(raw).slots & loaded.used_slots();
+        // SAFETY: single producer on `ring`, from this function's contract.
+        let dropped = if ours == 0 { 0 } else { unsafe { self.record_hits(ours, raw, ring, info) } };
+        // The processor never clears B0-B3 or BS itself.
+        regs.write_dr6(dr6::CLEAR);
+
+        // The verdict is derived after the records are queued, so that the
+        // loop above keeps few values live (this is the per-hit hot path).
+        let status = Dr6Status::decode(raw);
+        DebugVerdict {
+            hits: ours,
+            dropped,
+            spurious: status.slots & !loaded.used_slots(),
+            set_resume_flag: ours & loaded.exec_slots() != 0,
             single_step: status.single_step,
             other: status.debug_register_access || status.task_switch,
-            ..DebugVerdict::default()
-        };
+        }
+    }
 
+    /// Queue one record per slot in `fired` (slots that are loaded); returns
+    /// the slots whose record the full ring dropped.
+    ///
+    /// # Safety
+    /// As for [`CpuDebugState::handle_debug_exception`].
+    #[inline(always)]
+    unsafe fn record_hits<const N: usize>(&self, fired: u8, dr6: u64, ring: &HitRing<N>, info: &TrapInfo) -> u8 {
+        let loaded = self.loaded();
         let mut flags = if info.user_mode { 0 } else { HIT_KERNEL_MODE };
-        if status.single_step {
+        if Dr6Status::decode(dr6).single_step {
             flags |= HIT_WITH_SINGLE_STEP;
         }
-        for slot in Slot::ALL {
-            if status.slots & loaded & slot.bit() == 0 {
-                continue;
-            }
-            let Some(l) = self.loaded().slot(slot) else { continue };
-            let exec = l.piece.access() == Access::Exec;
-            verdict.set_resume_flag |= exec;
+        let mut dropped = 0;
+        // Visit only the slots that fired: usually exactly one.
+        let mut pending = fired;
+        while let Some(slot) = Slot::new(pending.trailing_zeros() as usize) {
+            pending &= !slot.bit();
+            let Some(l) = loaded.slot(slot) else { continue };
             let record = HitRecord {
                 token: l.token,
                 rip: info.rip,
@@ -114,25 +133,21 @@ impl CpuDebugState {
                 context: info.context,
                 timestamp: info.timestamp,
                 cpu: self.cpu(),
-                flags: flags | if exec { HIT_EXEC } else { 0 },
+                flags: flags | if loaded.exec_slots() & slot.bit() != 0 { HIT_EXEC } else { 0 },
             };
-            verdict.hits |= slot.bit();
             // SAFETY: single producer, from this function's contract.
             if !unsafe { ring.push(record) } {
-                verdict.dropped |= slot.bit();
+                dropped |= slot.bit();
             }
         }
-
-        // The processor never clears B0-B3 or BS itself.
-        regs.write_dr6(dr6::CLEAR);
-        verdict
+        dropped
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::piece::{Len, Piece};
+    use crate::piece::{Access, Len, Piece};
     use crate::plan::{ContextPiece, ContextPlan, CpuFilter, CpuPiece, CpuPlan};
     use crate::regs::RegisterFile;
 
@@ -161,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_data_hit_is_recorded_with_its_token_and_dr6_is_cleared() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         regs.dr6 = dr6::CLEAR | 0b0010;
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
@@ -174,7 +189,7 @@ mod tests {
 
     #[test]
     fn an_exec_hit_asks_for_rf() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         regs.dr6 = dr6::CLEAR | 0b0001;
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
@@ -184,7 +199,7 @@ mod tests {
 
     #[test]
     fn single_step_and_breakpoint_in_one_exception_are_both_reported() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         regs.dr6 = dr6::CLEAR | dr6::BS | 0b0010;
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
@@ -196,7 +211,7 @@ mod tests {
 
     #[test]
     fn b_bits_of_unloaded_slots_are_ignored() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         regs.dr6 = dr6::CLEAR | 0b1100;
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
@@ -208,7 +223,7 @@ mod tests {
 
     #[test]
     fn only_breakpoint_causes_make_a_breakpoint_only_exception() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         let mut verdict_for = |dr6_bits: u64| {
             regs.dr6 = dr6::CLEAR | dr6_bits;
@@ -224,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_kernel_mode_hit_is_recorded_and_handled() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<8>::new();
         regs.dr6 = dr6::CLEAR | 0b0010;
         let info = TrapInfo { user_mode: false, ..USER };
@@ -235,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_drops_and_says_so() {
-        let (mut cpu, mut regs) = armed();
+        let (cpu, mut regs) = armed();
         let ring = HitRing::<1>::new();
         regs.dr6 = dr6::CLEAR | 0b0011;
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
