@@ -2,12 +2,12 @@
 //! (256 CPUs, 1 to 10,000 tasks, up to 100,000 breakpoints, a mix of task
 //! and cpu scopes like `perf bench breakpoint thread`), comparing in one run
 //!
-//! - `load`:   this engine's admission structure (`hwbp_engine::load::Load`),
+//! - `load`: this engine's admission structure (`hwbp_engine::load::Load`),
 //! - `engine`: the whole `Engine::open` + `Engine::close` (validation,
-//!             splitting, slot sharing, records) on the same workload,
-//! - `hist`:   Linux's 2022 histogram accounting (reimplemented),
-//! - `walk`:   Linux's pre-2022 accounting that walks every task breakpoint
-//!             per CPU (reimplemented).
+//!   splitting, slot sharing, records) on the same workload,
+//! - `hist`: Linux's 2022 histogram accounting (reimplemented),
+//! - `walk`: Linux's pre-2022 accounting that walks every task breakpoint
+//!   per CPU (reimplemented).
 //!
 //! One operation = reserve one new breakpoint into the populated state and
 //! release it again. Prints ns per operation and the ratios. Run with

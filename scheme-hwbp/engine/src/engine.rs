@@ -291,11 +291,11 @@ impl Engine {
         // Linux's __modify_bp_slot: release, try, and on failure take the
         // old slots back, which cannot fail because they were just held.
         self.pinned_load.remove(scope, old_units, old_real);
-        if req.pinned {
-            if let Err(why) = self.pinned_load.fits(scope, new_units, new_real) {
-                self.pinned_load.add(scope, old_units, old_real);
-                return Err(EngineError::NoSpace(why));
-            }
+        if req.pinned
+            && let Err(why) = self.pinned_load.fits(scope, new_units, new_real)
+        {
+            self.pinned_load.add(scope, old_units, old_real);
+            return Err(EngineError::NoSpace(why));
         }
         self.pinned_load.add(scope, new_units, new_real);
         // Committed from here on.

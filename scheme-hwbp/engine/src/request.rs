@@ -122,7 +122,7 @@ pub fn validate(req: &Request) -> Result<Vec<Piece>, EngineError> {
     }
     let last = req.addr.checked_add(req.len - 1).ok_or(EngineError::Invalid("address range wraps around"))?;
     check_range(req, req.addr, last)?;
-    if req.nosplit && (Len::from_bytes(req.len).is_none() || req.addr % req.len != 0) {
+    if req.nosplit && (Len::from_bytes(req.len).is_none() || !req.addr.is_multiple_of(req.len)) {
         return Err(EngineError::Invalid("range is unaligned or not 1/2/4/8 bytes and nosplit was given"));
     }
     split_range(req.addr, req.len, req.access)

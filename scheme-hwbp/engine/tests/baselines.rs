@@ -18,14 +18,9 @@ fn admissible(bps: &[BpDesc]) -> bool {
     (0..CPUS).all(|c| {
         tasks.iter().all(|&running| {
             let on_cpu = |bp: &&BpDesc| bp.cpu.is_none_or(|x| x == c);
-            let armed = bp_count(bps.iter().filter(on_cpu).filter(|bp| bp.task.is_none() || bp.task == running));
-            armed <= 4
+            bps.iter().filter(on_cpu).filter(|bp| bp.task.is_none() || bp.task == running).count() <= 4
         })
     })
-}
-
-fn bp_count<'a>(it: impl Iterator<Item = &'a BpDesc>) -> usize {
-    it.count()
 }
 
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use hwbp_kern::CpuId;
 
-use super::{BpDesc, Handle, SLOTS, SlotAccounting};
+use super::{BpDesc, Handle, NoSpace, SLOTS, SlotAccounting};
 use crate::Pid;
 use crate::fxhash::FxHashMap;
 
@@ -118,14 +118,12 @@ impl Histograms {
             }
             return;
         };
-        if !enable {
-            if let Some(list) = self.task_bps.get_mut(&pid) {
-                if let Some(i) = list.iter().position(|&(x, _)| x == h) {
-                    list.swap_remove(i);
-                }
-                if list.is_empty() {
-                    self.task_bps.remove(&pid);
-                }
+        if !enable && let Some(list) = self.task_bps.get_mut(&pid) {
+            if let Some(i) = list.iter().position(|&(x, _)| x == h) {
+                list.swap_remove(i);
+            }
+            if list.is_empty() {
+                self.task_bps.remove(&pid);
             }
         }
         let next = self.task_bp_pinned(None, pid);
@@ -170,9 +168,9 @@ impl Histograms {
 }
 
 impl SlotAccounting for Histograms {
-    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), ()> {
+    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), NoSpace> {
         if self.max_bp_pinned_slots(bp) + 1 > SLOTS as i32 {
-            return Err(());
+            return Err(NoSpace);
         }
         self.toggle(h, bp, true);
         Ok(())

@@ -51,11 +51,15 @@ impl BpDesc {
 /// Handle of a reserved breakpoint (Linux keys by the event pointer).
 pub type Handle = u64;
 
+/// The breakpoint does not fit (ENOSPC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoSpace;
+
 /// Reserve and release slots under Linux's constraint rule.
 pub trait SlotAccounting {
-    /// `Err(())` is ENOSPC. A `BpDesc` with neither task nor CPU is not
-    /// valid here (Linux registers one event per CPU for that).
-    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), ()>;
+    /// A `BpDesc` with neither task nor CPU is not valid here (Linux
+    /// registers one event per CPU for that).
+    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), NoSpace>;
     /// Release a breakpoint reserved with the same handle and description.
     fn release(&mut self, h: Handle, bp: BpDesc);
 }
@@ -74,9 +78,9 @@ impl LoadAccounting {
 }
 
 impl SlotAccounting for LoadAccounting {
-    fn reserve(&mut self, _h: Handle, bp: BpDesc) -> Result<(), ()> {
+    fn reserve(&mut self, _h: Handle, bp: BpDesc) -> Result<(), NoSpace> {
         let scope = bp.scope();
-        self.load.fits(scope, 1, 1).map_err(|_| ())?;
+        self.load.fits(scope, 1, 1).map_err(|_| NoSpace)?;
         self.load.add(scope, 1, 1);
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use hwbp_kern::CpuId;
 
-use super::{BpDesc, Handle, SLOTS, SlotAccounting};
+use super::{BpDesc, Handle, NoSpace, SLOTS, SlotAccounting};
 use crate::Pid;
 use crate::fxhash::FxHashMap;
 
@@ -118,7 +118,7 @@ impl TaskWalk {
 }
 
 impl SlotAccounting for TaskWalk {
-    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), ()> {
+    fn reserve(&mut self, h: Handle, bp: BpDesc) -> Result<(), NoSpace> {
         let mut pinned = 0;
         for cpu in self.cpus_of(bp) {
             let task = match bp.task {
@@ -128,7 +128,7 @@ impl SlotAccounting for TaskWalk {
             pinned = pinned.max(self.cpu_pinned[cpu as usize] + task);
         }
         if pinned + 1 > SLOTS {
-            return Err(());
+            return Err(NoSpace);
         }
         self.toggle(h, bp, true);
         Ok(())
