@@ -182,5 +182,42 @@ fn main() {
             t_tick
         );
     }
+    rotation_ticks();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
+}
+
+/// The multiplexing cost: one rotation tick (full replan) with `n`
+/// flexible breakpoints, 10 per task (so 6 of each task's wait), plus one
+/// flexible cpu-wide breakpoint per CPU.
+fn rotation_ticks() {
+    println!();
+    println!("rotation tick (full replan), {CPUS} CPUs, 10 flexible breakpoints per task + 1 cpu-wide per CPU");
+    println!("{:>8} {:>12} {:>12}", "bps", "us/tick", "ns/bp");
+    for n in [100u32, 1_000, 10_000, 100_000] {
+        let mut engine = Engine::new(Config::new(CPUS));
+        let tasks = n / 10;
+        for i in 0..n {
+            let bp = BpDesc { task: Some(i % tasks + 1), cpu: None };
+            let req = Request { pinned: false, ..request(bp, u64::from(i)) };
+            engine.open(&req, 0, 0).expect("flexible always fits");
+        }
+        for c in 0..CPUS {
+            let bp = BpDesc { task: None, cpu: Some(c) };
+            let req = Request { pinned: false, ..request(bp, u64::from(n + c)) };
+            engine.open(&req, 0, 0).expect("flexible always fits");
+        }
+        let total = n + CPUS;
+        let rotation = Config::new(CPUS).rotation_ns;
+        let mut now = 0;
+        engine.tick(now);
+        let start = Instant::now();
+        let mut ticks = 0u32;
+        while ticks < 3 || start.elapsed() < BUDGET {
+            now += rotation;
+            black_box(engine.tick(now));
+            ticks += 1;
+        }
+        let per_tick = start.elapsed().as_secs_f64() * 1e6 / f64::from(ticks);
+        println!("{:>8} {:>12.1} {:>12.1}", total, per_tick, per_tick * 1e3 / f64::from(total));
+    }
 }
