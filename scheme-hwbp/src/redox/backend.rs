@@ -9,7 +9,7 @@
 //!   per-CPU `dropped` counter;
 //! - per thread of each task with a non-empty plan,
 //!   `auth-<control fd>-regs/debug` dup'ed on the thread's kernel context
-//!   handle, which a [`ThreadSource`] provides (procmgr; see below).
+//!   handle, which procmgr provides (see below).
 //!
 //! Tasks are found in `sys:context` ([`super::contexts`]): permission checks
 //! (euid), exits, and new threads, by rescanning at most every
@@ -17,11 +17,14 @@
 //! and an exit is reported up to that late). Hit timestamps are TSC ticks,
 //! converted with [`TscClock`]; the daemon feeds it a sample per tick.
 //!
+//! All calls go through [`Sys`]: [`super::sys::RedoxSys`] on Redox, a model
+//! of the ABI in the tests below.
+//!
 //! Getting thread context handles is the part upstream Redox does not offer
 //! yet: the kernel hands them only to procmgr (`new-context`), and procmgr
 //! gives a `thread-<i>` handle only on a process's *own* proc handle (its
 //! `on_openat` knows `init`, `ps` and `proc-creds-capability`; nothing opens
-//! another pid). [`ProcmgrThreads`] therefore asks procmgr for the process
+//! another pid). The backend therefore asks procmgr for the process
 //! by pid at [`PROCMGR_PROCESS_BY_PID`], a root-only handle procmgr would
 //! have to add; upstream answers ENOENT and every task target fails with EIO
 //! and one log line, while cpu-wide targets (`cpu/<n>`, `cpu/all`) need only
@@ -31,20 +34,16 @@
 //! context handle in hwbpd's own file table (so the `auth-<fd>` number
 //! resolves there).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
-use hwbp_kern::abi::{
-    self, CPU_PLAN_SIZE, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE,
-};
+use hwbp_kern::abi::{self, CPU_PLAN_SIZE, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE};
 use hwbp_kern::plan::MAX_CONTEXT_PIECES;
 use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
-use libredox::Fd;
-use libredox::error::Error as SysError;
-use libredox::flag::{O_CLOEXEC, O_RDONLY, O_RDWR};
 use syscall::error::{EAGAIN, EINVAL, ENOENT, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
 
 use super::contexts::{SCAN_INTERVAL_NS, Snapshot};
+use super::sys::{Errno, Sys};
 use super::tsc::{Sample, TscClock};
 use crate::kernel::{Kernel, KernelError, Pid, TaskInfo};
 
@@ -53,11 +52,11 @@ pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
 /// procmgr's scheme.
 pub const PROCMGR_ROOT: &str = "/scheme/proc";
 /// NOT IN UPSTREAM PROCMGR (see the module docs): the root-only handle of
-/// process `<pid>`, `/scheme/proc/<PROCMGR_PROCESS_BY_PID><pid>`, on which
-/// procmgr's existing `thread-<i>` dup works.
+/// process `<pid>`, `/scheme/proc/pid-<pid>`, on which procmgr's existing
+/// `thread-<i>` dup works.
 pub const PROCMGR_PROCESS_BY_PID: &str = "pid-";
 /// The control handle's name on the proc: authority.
-const CONTROL_NAME: &str = "hwbp-control";
+pub const CONTROL_NAME: &str = "hwbp-control";
 /// An fd of the proc: authority handed to hwbpd by whoever starts it.
 pub const AUTHORITY_FD_VAR: &str = "HWBPD_PROC_AUTHORITY_FD";
 /// The kernel's proc: scheme as a namespace path.
@@ -71,12 +70,14 @@ const CPU_READ_SIZE: usize = CPU_PLAN_SIZE + 16;
 const CPU_DROPPED_OFFSET: usize = CPU_PLAN_SIZE;
 /// Hit records read from the control handle per `read`.
 const HIT_READ_BATCH: usize = 256;
+/// Largest encoded context plan.
+const MAX_PLAN_BYTES: usize = MAX_CONTEXT_PIECES * RAW_PIECE_SIZE;
 
 /// Why the backend could not start.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct StartError {
     pub what: &'static str,
-    pub errno: i32,
+    pub errno: Errno,
 }
 
 impl std::fmt::Display for StartError {
@@ -85,186 +86,112 @@ impl std::fmt::Display for StartError {
     }
 }
 
-fn start_err(what: &'static str) -> impl FnOnce(SysError) -> StartError {
-    move |e| StartError { what, errno: e.errno() }
-}
-
-/// Where the kernel context handles of a task's threads come from.
-pub trait ThreadSource {
-    /// One kernel context handle (the `OpenViaDup` kind `regs/int` is
-    /// opened on) per live thread of `pid`. Errors carry the errno.
-    fn contexts(&mut self, pid: Pid) -> Result<Vec<Fd>, SysError>;
-}
-
-/// Thread handles from procmgr (see the module docs for what upstream lacks).
-pub struct ProcmgrThreads;
-
-impl ThreadSource for ProcmgrThreads {
-    fn contexts(&mut self, pid: Pid) -> Result<Vec<Fd>, SysError> {
-        let path = format!("{PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}");
-        let process = Fd::open(&path, O_CLOEXEC | O_RDWR, 0)?;
-        let mut out = Vec::new();
-        for i in 0..MAX_PROBE {
-            let thread = match process.dup(format!("thread-{i}").as_bytes()) {
-                Ok(fd) => Fd::new(fd),
-                Err(e) if e.errno() == ENOENT => break,
-                Err(e) => return Err(e),
-            };
-            out.push(Fd::new(thread.dup(b"open_via_dup")?));
-        }
-        Ok(out)
-    }
-}
-
-/// A task with a non-empty plan: the plan as last written, and one
-/// `regs/debug` handle per thread it was written through.
-struct ArmedTask {
-    bytes: Vec<u8>,
-    threads: Vec<Fd>,
-}
-
-/// The Redox kernel, through the hwbp proc: handles. See the module docs.
-pub struct RedoxKernel<T: ThreadSource> {
-    control: Fd,
-    cpus: Vec<Fd>,
-    source: T,
-    tasks: BTreeMap<Pid, ArmedTask>,
-    snapshot: Snapshot,
-    last_scan_ns: u64,
-    clock: TscClock,
-    read_buf: Vec<u8>,
-    /// Last control-read error logged (to log a persisting one once).
-    last_read_errno: RefCell<Option<i32>>,
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds (0 if the clock cannot be read, which
-/// the kernel never refuses for this clock).
-pub fn monotonic_ns() -> u64 {
-    match libredox::call::clock_gettime(libredox::flag::CLOCK_MONOTONIC) {
-        Ok(ts) => {
-            let sec = u64::try_from(ts.tv_sec).unwrap_or(0);
-            let nsec = u64::try_from(ts.tv_nsec).unwrap_or(0);
-            sec.saturating_mul(1_000_000_000).saturating_add(nsec)
-        }
-        Err(e) => {
-            log::error!("hwbpd: clock_gettime(CLOCK_MONOTONIC) failed: errno {}", e.errno());
-            0
-        }
-    }
-}
-
-/// A TSC reading and a monotonic reading, back to back.
-pub fn clock_sample() -> Sample {
-    // SAFETY: `rdtsc` has no memory effects; user mode may execute it
-    // (Redox does not set CR4.TSD).
-    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
-    Sample { tsc, ns: monotonic_ns() }
-}
-
-fn read_snapshot() -> Result<Snapshot, SysError> {
-    let fd = Fd::open(SYS_CONTEXT_PATH, O_CLOEXEC | O_RDONLY, 0)?;
-    let mut text = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = fd.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        text.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
-    }
-    let (snap, bad) = Snapshot::parse(&String::from_utf8_lossy(&text));
-    for row in bad {
-        log::debug!("hwbpd: {SYS_CONTEXT_PATH}: skipped a row that does not parse: {:?}", row.0);
-    }
-    Ok(snap)
-}
-
 /// Get the `hwbp-control` handle, trying in turn:
 /// 1. `dup(authority, "hwbp-control")` on an authority fd inherited through
-///    [`AUTHORITY_FD_VAR`] (ABI.md's way; upstream nobody passes one yet:
-///    procmgr holds the only authority);
+///    [`AUTHORITY_FD_VAR`] (`authority_var` is its value; ABI.md's way, but
+///    upstream nobody passes one yet: procmgr holds the only authority);
 /// 2. opening `/scheme/kernel.proc/hwbp-control` through the namespace (works
-///    if the kernel's proc scheme answers that name on its root, which the
-///    series at the time of writing does not: it only dups it);
+///    if the kernel's proc scheme answers that name on an open of its root,
+///    which the series at the time of writing does not: it only dups it);
 /// 3. opening `/scheme/kernel.proc` and dup'ing `hwbp-control` on it (works if
 ///    the namespace hands out the proc scheme's root handle).
-/// Each failure is logged; the last error is returned.
-pub fn acquire_control() -> Result<Fd, StartError> {
-    let name = CONTROL_NAME.as_bytes();
-    if let Ok(value) = std::env::var(AUTHORITY_FD_VAR) {
+///
+/// Each failure is logged; the last one is returned.
+pub fn acquire_control<S: Sys>(sys: &S, authority_var: Option<&str>) -> Result<S::Fd, StartError> {
+    if let Some(value) = authority_var {
         match value.trim().parse::<usize>() {
-            Ok(raw) => {
-                let authority = Fd::new(raw);
-                match authority.dup(name) {
-                    Ok(fd) => return Ok(Fd::new(fd)),
-                    Err(e) => log::warn!("hwbpd: dup({AUTHORITY_FD_VAR}={raw}, {CONTROL_NAME}) failed: errno {}", e.errno()),
-                }
-            }
+            Ok(raw) => match sys.dup(&sys.inherited(raw), CONTROL_NAME) {
+                Ok(fd) => return Ok(fd),
+                Err(e) => log::warn!("hwbpd: dup({AUTHORITY_FD_VAR}={raw}, {CONTROL_NAME}) failed: errno {e}"),
+            },
             Err(_) => log::warn!("hwbpd: {AUTHORITY_FD_VAR}={value:?} is not an fd number"),
         }
     }
     let direct = format!("{KERNEL_PROC}/{CONTROL_NAME}");
-    match Fd::open(&direct, O_CLOEXEC | O_RDWR, 0) {
+    match sys.open(&direct) {
         Ok(fd) => return Ok(fd),
-        Err(e) => log::warn!("hwbpd: open({direct}) failed: errno {}", e.errno()),
+        Err(e) => log::warn!("hwbpd: open({direct}) failed: errno {e}"),
     }
-    let authority = Fd::open(KERNEL_PROC, O_CLOEXEC | O_RDWR, 0).map_err(|e| {
-        log::warn!("hwbpd: open({KERNEL_PROC}) failed: errno {}", e.errno());
-        start_err("no proc: authority to take hwbp-control from")(e)
+    let authority = sys.open(KERNEL_PROC).map_err(|errno| {
+        log::warn!("hwbpd: open({KERNEL_PROC}) failed: errno {errno}");
+        StartError { what: "no proc: authority to take hwbp-control from", errno }
     })?;
-    authority.dup(name).map(Fd::new).map_err(start_err("dup(kernel.proc, hwbp-control)"))
+    sys.dup(&authority, CONTROL_NAME).map_err(|errno| StartError { what: "dup(kernel.proc, hwbp-control)", errno })
+}
+
+/// A task with a non-empty plan: the plan as last written, and one
+/// `regs/debug` handle per thread it was written through.
+struct ArmedTask<F> {
+    bytes: Vec<u8>,
+    threads: Vec<F>,
+}
+
+/// The Redox kernel, through the hwbp proc: handles. See the module docs.
+pub struct RedoxKernel<S: Sys> {
+    sys: S,
+    control: S::Fd,
+    cpus: Vec<S::Fd>,
+    tasks: BTreeMap<Pid, ArmedTask<S::Fd>>,
+    snapshot: Snapshot,
+    last_scan_ns: u64,
+    clock: TscClock,
+    read_buf: Vec<u8>,
+    /// Last control-read error logged (a persisting one is logged once).
+    last_read_errno: Cell<Option<Errno>>,
 }
 
 /// A plan write the kernel refused, as a [`KernelError`] (one log line).
-fn refused(pid: Pid, e: SysError) -> KernelError {
-    let why = match e.errno() {
+fn refused(pid: Pid, errno: Errno) -> KernelError {
+    let why = match errno {
         ESRCH => return KernelError::NoSuchTask(pid),
         ENOSPC => "no room for the plan beside a CPU plan (ENOSPC)",
         EINVAL => "the plan did not decode (EINVAL)",
         EPERM => "the control handle does not allow it (EPERM)",
         _ => "writing the plan failed",
     };
-    log::warn!("hwbpd: kernel refused the plan of task {pid}: {why}, errno {}", e.errno());
+    log::warn!("hwbpd: kernel refused the plan of task {pid}: {why}, errno {errno}");
     KernelError::Refused(why)
 }
 
-impl<T: ThreadSource> RedoxKernel<T> {
-    /// Take the hwbp control handle (see [`acquire_control`]) and open
-    /// every CPU's plan handle.
-    pub fn open(control: Fd, source: T) -> Result<Self, StartError> {
+impl<S: Sys> RedoxKernel<S> {
+    /// Take over the control handle (see [`acquire_control`]) and open every
+    /// CPU's plan handle.
+    pub fn open(sys: S, control: S::Fd) -> Result<Self, StartError> {
         let mut cpus = Vec::new();
         for n in 0..MAX_PROBE {
-            match control.dup(format!("cpu-{n}").as_bytes()) {
-                Ok(fd) => cpus.push(Fd::new(fd)),
-                Err(e) if e.errno() == ESRCH => break,
-                Err(e) => return Err(start_err("dup(hwbp-control, cpu-<n>)")(e)),
+            match sys.dup(&control, &format!("cpu-{n}")) {
+                Ok(fd) => cpus.push(fd),
+                Err(ESRCH) => break,
+                Err(errno) => return Err(StartError { what: "dup(hwbp-control, cpu-<n>)", errno }),
             }
         }
         if cpus.is_empty() {
             return Err(StartError { what: "the kernel reports no CPU (cpu-0: ESRCH)", errno: ESRCH });
         }
-        let snapshot = read_snapshot().map_err(start_err("reading /scheme/sys/context"))?;
+        let snapshot = read_snapshot(&sys).map_err(|errno| StartError { what: "reading /scheme/sys/context", errno })?;
+        let first = Sample { tsc: sys.tsc(), ns: sys.monotonic_ns() };
         Ok(RedoxKernel {
+            last_scan_ns: first.ns,
+            clock: TscClock::new(first),
+            sys,
             control,
             cpus,
-            source,
             tasks: BTreeMap::new(),
             snapshot,
-            last_scan_ns: monotonic_ns(),
-            clock: TscClock::new(clock_sample()),
             read_buf: vec![0; HIT_READ_BATCH * HIT_RECORD_SIZE],
-            last_read_errno: RefCell::new(None),
+            last_read_errno: Cell::new(None),
         })
     }
 
     /// The control handle's fd, to register with an event queue.
     pub fn control_fd(&self) -> usize {
-        self.control.raw()
+        self.sys.raw(&self.control)
     }
 
     /// Feed the TSC-to-nanoseconds conversion one more reading.
     pub fn sample_clock(&mut self) {
-        if !self.clock.observe(clock_sample()) {
+        let s = Sample { tsc: self.sys.tsc(), ns: self.sys.monotonic_ns() };
+        if !self.clock.observe(s) {
             log::debug!("hwbpd: a TSC/monotonic sample went backwards, ignored");
         }
     }
@@ -274,37 +201,48 @@ impl<T: ThreadSource> RedoxKernel<T> {
         self.clock.hz()
     }
 
+    /// Kernel context handles of every thread of `pid`, from procmgr.
+    fn thread_contexts(&self, pid: Pid) -> Result<Vec<S::Fd>, Errno> {
+        let process = self.sys.open(&format!("{PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}"))?;
+        let mut out = Vec::new();
+        for i in 0..MAX_PROBE {
+            let thread = match self.sys.dup(&process, &format!("thread-{i}")) {
+                Ok(fd) => fd,
+                Err(ENOENT) => break,
+                Err(e) => return Err(e),
+            };
+            out.push(self.sys.dup(&thread, "open_via_dup")?);
+        }
+        Ok(out)
+    }
+
     /// `regs/debug` handles for every thread of `pid`.
-    fn open_threads(&mut self, pid: Pid) -> Result<Vec<Fd>, KernelError> {
-        let contexts = self.source.contexts(pid).map_err(|e| {
-            if read_snapshot().is_ok_and(|s| s.task(pid).is_none()) {
+    fn open_threads(&self, pid: Pid) -> Result<Vec<S::Fd>, KernelError> {
+        let contexts = self.thread_contexts(pid).map_err(|errno| {
+            if read_snapshot(&self.sys).is_ok_and(|s| s.task(pid).is_none()) {
                 return KernelError::NoSuchTask(pid);
             }
             log::warn!(
-                "hwbpd: cannot get the threads of task {pid} from procmgr ({PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}): errno {}; \
-                 task targets need a procmgr handle upstream Redox lacks (scheme-hwbp/src/redox/README.md)",
-                e.errno()
+                "hwbpd: cannot get the threads of task {pid} from procmgr ({PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}): \
+                 errno {errno}; task targets need a procmgr handle upstream Redox lacks (scheme-hwbp/src/redox/README.md)"
             );
             KernelError::Refused("no thread handles for the task (procmgr)")
         })?;
         if contexts.is_empty() {
             return Err(KernelError::NoSuchTask(pid));
         }
-        let name = format!("auth-{}-regs/debug", self.control.raw());
-        contexts
-            .iter()
-            .map(|ctx| ctx.dup(name.as_bytes()).map(Fd::new).map_err(|e| refused(pid, e)))
-            .collect()
+        let name = format!("auth-{}-regs/debug", self.sys.raw(&self.control));
+        contexts.iter().map(|ctx| self.sys.dup(ctx, &name).map_err(|e| refused(pid, e))).collect()
     }
 
-    /// Write `bytes` through every handle; on a failure, put the previous
-    /// plan back on the ones already written (best effort) and fail.
-    fn write_all(pid: Pid, threads: &[Fd], bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
+    /// Write `bytes` through every handle; on a failure, put `previous` back
+    /// on the ones already written (best effort) and fail.
+    fn write_all(&self, pid: Pid, threads: &[S::Fd], bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
         for (i, t) in threads.iter().enumerate() {
-            if let Err(e) = t.write(bytes) {
+            if let Err(e) = self.sys.write(t, bytes) {
                 for done in threads.iter().take(i) {
-                    if let Err(e2) = done.write(previous) {
-                        log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {}", e2.errno());
+                    if let Err(e2) = self.sys.write(done, previous) {
+                        log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {e2}");
                     }
                 }
                 return Err(refused(pid, e));
@@ -313,36 +251,42 @@ impl<T: ThreadSource> RedoxKernel<T> {
         Ok(())
     }
 
+    /// Clear the plan through every handle (a dead thread has none left).
+    fn clear_all(&self, pid: Pid, threads: &[S::Fd]) {
+        for t in threads {
+            match self.sys.write(t, &[]) {
+                Ok(_) | Err(ESRCH) => {}
+                Err(e) => log::warn!("hwbpd: task {pid}: clearing a thread's plan failed: errno {e}"),
+            }
+        }
+    }
+
     /// The task gained threads: open handles for all of them, write the
     /// plan through the new handles, then drop the old ones (closing a
     /// handle clears a plan only if that handle wrote it last).
     fn rearm_threads(&mut self, pid: Pid) {
         let Some(bytes) = self.tasks.get(&pid).map(|t| t.bytes.clone()) else { return };
-        match self.open_threads(pid) {
-            Ok(threads) => match Self::write_all(pid, &threads, &bytes, &[]) {
-                Ok(()) => {
-                    if let Some(task) = self.tasks.get_mut(&pid) {
-                        task.threads = threads;
-                    }
-                }
-                Err(e) => log::warn!("hwbpd: task {pid}: arming its new threads failed: {e}"),
-            },
-            Err(e) => log::warn!("hwbpd: task {pid}: its new threads stay unarmed: {e}"),
+        let threads = match self.open_threads(pid) {
+            Ok(t) => t,
+            Err(e) => return log::warn!("hwbpd: task {pid}: its new threads stay unarmed: {e}"),
+        };
+        if let Err(e) = self.write_all(pid, &threads, &bytes, &[]) {
+            return log::warn!("hwbpd: task {pid}: arming its new threads failed: {e}");
+        }
+        if let Some(task) = self.tasks.get_mut(&pid) {
+            task.threads = threads;
         }
     }
 
     fn scan(&mut self, out: &mut Vec<Pid>) {
-        let now = monotonic_ns();
+        let now = self.sys.monotonic_ns();
         if now.saturating_sub(self.last_scan_ns) < SCAN_INTERVAL_NS {
             return;
         }
         self.last_scan_ns = now;
-        let newer = match read_snapshot() {
+        let newer = match read_snapshot(&self.sys) {
             Ok(s) => s,
-            Err(e) => {
-                log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {}; exits go unnoticed", e.errno());
-                return;
-            }
+            Err(e) => return log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {e}; exits go unnoticed"),
         };
         let changes = self.snapshot.diff(&newer);
         self.snapshot = newer;
@@ -359,15 +303,33 @@ impl<T: ThreadSource> RedoxKernel<T> {
     }
 }
 
-impl<T: ThreadSource> Kernel for RedoxKernel<T> {
+fn read_snapshot<S: Sys>(sys: &S) -> Result<Snapshot, Errno> {
+    let fd = sys.open(SYS_CONTEXT_PATH)?;
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sys.read(&fd, &mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+    }
+    let (snap, bad) = Snapshot::parse(&String::from_utf8_lossy(&text));
+    for row in bad {
+        log::debug!("hwbpd: {SYS_CONTEXT_PATH}: skipped a row that does not parse: {:?}", row.0);
+    }
+    Ok(snap)
+}
+
+impl<S: Sys> Kernel for RedoxKernel<S> {
     fn cpu_count(&self) -> u32 {
         u32::try_from(self.cpus.len()).unwrap_or(u32::MAX)
     }
 
     fn task(&self, pid: Pid) -> Result<TaskInfo, KernelError> {
         // Fresh: a task started since the last scan must be found.
-        let snap = read_snapshot().map_err(|e| {
-            log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {}", e.errno());
+        let snap = read_snapshot(&self.sys).map_err(|e| {
+            log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {e}");
             KernelError::Refused("sys:context unreadable")
         })?;
         let t = snap.task(pid).ok_or(KernelError::NoSuchTask(pid))?;
@@ -375,30 +337,25 @@ impl<T: ThreadSource> Kernel for RedoxKernel<T> {
     }
 
     fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
-        let mut buf = [0u8; MAX_CONTEXT_PIECES * RAW_PIECE_SIZE];
-        let used = abi::encode_context_plan(plan, &mut buf).ok_or(KernelError::Refused("plan too large to encode"))?;
-        let bytes = buf.get(..used).unwrap_or(&[]).to_vec();
         if plan.is_empty() {
             if let Some(task) = self.tasks.remove(&pid) {
-                for t in &task.threads {
-                    if let Err(e) = t.write(&[]) {
-                        // A dead thread has no plan left to clear.
-                        if e.errno() != ESRCH {
-                            log::warn!("hwbpd: task {pid}: clearing a thread's plan failed: errno {}", e.errno());
-                        }
-                    }
-                }
+                self.clear_all(pid, &task.threads);
             }
             return Ok(());
         }
-        match self.tasks.get_mut(&pid) {
+        let mut buf = [0u8; MAX_PLAN_BYTES];
+        let used = abi::encode_context_plan(plan, &mut buf).ok_or(KernelError::Refused("plan too large to encode"))?;
+        let bytes = buf.get(..used).unwrap_or(&[]).to_vec();
+        match self.tasks.get(&pid) {
             Some(task) => {
-                Self::write_all(pid, &task.threads, &bytes, &task.bytes)?;
-                task.bytes = bytes;
+                self.write_all(pid, &task.threads, &bytes, &task.bytes)?;
+                if let Some(task) = self.tasks.get_mut(&pid) {
+                    task.bytes = bytes;
+                }
             }
             None => {
                 let threads = self.open_threads(pid)?;
-                Self::write_all(pid, &threads, &bytes, &[])?;
+                self.write_all(pid, &threads, &bytes, &[])?;
                 self.tasks.insert(pid, ArmedTask { bytes, threads });
             }
         }
@@ -407,9 +364,9 @@ impl<T: ThreadSource> Kernel for RedoxKernel<T> {
 
     fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
         let fd = usize::try_from(cpu).ok().and_then(|i| self.cpus.get(i)).ok_or(KernelError::NoSuchCpu(cpu))?;
-        fd.write(&abi::encode_cpu_plan(plan)).map(|_| ()).map_err(|e| {
-            log::warn!("hwbpd: kernel refused the plan of cpu {cpu}: errno {}", e.errno());
-            match e.errno() {
+        self.sys.write(fd, &abi::encode_cpu_plan(plan)).map(|_| ()).map_err(|e| {
+            log::warn!("hwbpd: kernel refused the plan of cpu {cpu}: errno {e}");
+            match e {
                 ESRCH => KernelError::NoSuchCpu(cpu),
                 EINVAL => KernelError::Refused("the CPU plan did not decode (EINVAL)"),
                 _ => KernelError::Refused("writing the CPU plan failed"),
@@ -419,18 +376,16 @@ impl<T: ThreadSource> Kernel for RedoxKernel<T> {
 
     fn drain_hits(&mut self, out: &mut [HitRecord]) -> usize {
         let want = out.len().min(HIT_READ_BATCH);
+        let Some(buf) = self.read_buf.get_mut(..want * HIT_RECORD_SIZE) else { return 0 };
         if want == 0 {
             return 0;
         }
-        let Some(buf) = self.read_buf.get_mut(..want * HIT_RECORD_SIZE) else { return 0 };
-        let n = match self.control.read(buf) {
+        let n = match self.sys.read(&self.control, buf) {
             Ok(bytes) => bytes / HIT_RECORD_SIZE,
-            Err(e) if matches!(e.errno(), EAGAIN | EWOULDBLOCK) => 0,
+            Err(EAGAIN | EWOULDBLOCK) => 0,
             Err(e) => {
-                let mut last = self.last_read_errno.borrow_mut();
-                if *last != Some(e.errno()) {
-                    log::error!("hwbpd: reading hit records failed: errno {}", e.errno());
-                    *last = Some(e.errno());
+                if self.last_read_errno.replace(Some(e)) != Some(e) {
+                    log::error!("hwbpd: reading hit records failed: errno {e}");
                 }
                 0
             }
@@ -446,21 +401,21 @@ impl<T: ThreadSource> Kernel for RedoxKernel<T> {
 
     fn context_pid(&self, context: u64) -> Option<Pid> {
         // ABI: bits 32-63 are the pid procmgr gave the context (0: kernel).
-        Some((context >> 32) as Pid).filter(|&pid| pid != 0)
+        Pid::try_from(context >> 32).ok().filter(|&pid| pid != 0)
     }
 
     fn dropped_hits(&self) -> u64 {
         let mut total = 0u64;
         let mut buf = [0u8; CPU_READ_SIZE];
         for (n, cpu) in self.cpus.iter().enumerate() {
-            match cpu.read(&mut buf) {
+            match self.sys.read(cpu, &mut buf) {
                 Ok(len) if len >= CPU_READ_SIZE => {
                     let mut d = [0u8; 8];
                     d.copy_from_slice(buf.get(CPU_DROPPED_OFFSET..CPU_DROPPED_OFFSET + 8).unwrap_or(&[0; 8]));
                     total = total.saturating_add(u64::from_le_bytes(d));
                 }
                 Ok(_) => log::debug!("hwbpd: cpu-{n} read without counters"),
-                Err(e) => log::debug!("hwbpd: cpu-{n} read failed: errno {}", e.errno()),
+                Err(e) => log::debug!("hwbpd: cpu-{n} read failed: errno {e}"),
             }
         }
         total
@@ -471,24 +426,518 @@ impl<T: ThreadSource> Kernel for RedoxKernel<T> {
     }
 
     fn now_ns(&self) -> u64 {
-        monotonic_ns()
+        self.sys.monotonic_ns()
     }
 
     fn disarm_all(&mut self) {
         for (pid, task) in std::mem::take(&mut self.tasks) {
-            for t in &task.threads {
-                if let Err(e) = t.write(&[]) {
-                    if e.errno() != ESRCH {
-                        log::warn!("hwbpd: task {pid}: clearing a thread's plan failed: errno {}", e.errno());
-                    }
-                }
-            }
+            self.clear_all(pid, &task.threads);
         }
         let empty = abi::encode_cpu_plan(&CpuPlan::EMPTY);
         for (n, cpu) in self.cpus.iter().enumerate() {
-            if let Err(e) = cpu.write(&empty) {
-                log::warn!("hwbpd: clearing the plan of cpu {n} failed: errno {}", e.errno());
+            if let Err(e) = self.sys.write(cpu, &empty) {
+                log::warn!("hwbpd: clearing the plan of cpu {n} failed: errno {e}");
             }
         }
+    }
+}
+
+/// The backend against a model of `kernel-patch/ABI.md` and of procmgr's
+/// thread handles: what it writes is decoded with the kernel's own decoders
+/// (`hwbp_kern::abi`), and handles behave as the ABI says on write, read and
+/// close.
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    use hwbp_kern::abi::{decode_context_plan, decode_cpu_plan, encode_context_plan};
+    use hwbp_kern::plan::CpuPiece;
+    use hwbp_kern::{Access, ContextPiece, CpuFilter, Len, Piece, Slot};
+    use redox_scheme::scheme::SchemeSync;
+    use redox_scheme::OpenResult;
+    use syscall::error::EBUSY;
+
+    use super::*;
+    use crate::kernel::Uid;
+    use crate::scheme::{Config, HwbpScheme, ROOT_HANDLE};
+
+    const TSC_PER_NS: u64 = 3;
+
+    enum Kind {
+        Authority,
+        Control,
+        Cpu(usize),
+        Process(Pid),
+        Thread(u32),
+        Context(u32),
+        Regs { ctx: u32, control: usize },
+        Listing { text: Vec<u8>, at: usize },
+    }
+
+    struct Ctx {
+        pid: Pid,
+        euid: Uid,
+        plan: Vec<u8>,
+        last_writer: Option<usize>,
+    }
+
+    #[derive(Default)]
+    struct Model {
+        next: usize,
+        handles: BTreeMap<usize, Kind>,
+        /// Context id -> context; a process's threads in creation order.
+        contexts: BTreeMap<u32, Ctx>,
+        /// procmgr answers `/scheme/proc/pid-<pid>` (upstream: no).
+        procmgr_by_pid: bool,
+        /// The namespace maps `/scheme/kernel.proc` to the authority.
+        namespace_authority: bool,
+        control: Option<usize>,
+        cpu_plans: Vec<Vec<u8>>,
+        dropped: Vec<u64>,
+        hits: VecDeque<HitRecord>,
+        /// The next plan write to this context fails with this errno.
+        fail_write: Option<(u32, Errno)>,
+        now_ns: u64,
+    }
+
+    impl Model {
+        fn new(cpus: usize) -> Rc<RefCell<Model>> {
+            Rc::new(RefCell::new(Model {
+                next: 3,
+                procmgr_by_pid: true,
+                namespace_authority: true,
+                cpu_plans: vec![vec![0; CPU_PLAN_SIZE]; cpus],
+                dropped: vec![0; cpus],
+                now_ns: 1_000_000_000,
+                ..Model::default()
+            }))
+        }
+
+        fn insert(&mut self, k: Kind) -> usize {
+            let id = self.next;
+            self.next += 1;
+            self.handles.insert(id, k);
+            id
+        }
+
+        fn spawn(&mut self, pid: Pid, euid: Uid, threads: u32) -> Vec<u32> {
+            (0..threads)
+                .map(|_| {
+                    let id = self.contexts.keys().next_back().map_or(100, |k| k + 1);
+                    self.contexts.insert(id, Ctx { pid, euid, plan: Vec::new(), last_writer: None });
+                    id
+                })
+                .collect()
+        }
+
+        fn exit(&mut self, pid: Pid) {
+            self.contexts.retain(|_, c| c.pid != pid);
+        }
+
+        fn threads(&self, pid: Pid) -> Vec<u32> {
+            self.contexts.iter().filter(|(_, c)| c.pid == pid).map(|(&id, _)| id).collect()
+        }
+
+        fn plan_of(&self, ctx: u32) -> ContextPlan {
+            decode_context_plan(&self.contexts[&ctx].plan).expect("the backend wrote a plan the kernel decodes")
+        }
+
+        /// `sys:context` as the kernel formats it.
+        fn listing(&self) -> Vec<u8> {
+            let row = |pid: &dyn std::fmt::Display, euid: &dyn std::fmt::Display, stat: &str, name: &str| {
+                format!(
+                    "{:<6}{:<6}{:<6}{:<6}{:<6}{:<11}{:<12}{:<8}{:<8}{}\n",
+                    pid, euid, euid, stat, "0", "all", "00:00:00.00", "8 KB", "0 B", name
+                )
+            };
+            let mut s = row(&"PID", &"EUID", "STAT", "NAME");
+            s += &row(&0, &0, "KR+", "[kmain]");
+            for c in self.contexts.values() {
+                s += &row(&c.pid, &c.euid, "US", "/usr/bin/task");
+            }
+            s.into_bytes()
+        }
+    }
+
+    struct FakeFd {
+        id: usize,
+        model: Rc<RefCell<Model>>,
+    }
+
+    impl Drop for FakeFd {
+        /// ABI.md "Closing".
+        fn drop(&mut self) {
+            let mut m = self.model.borrow_mut();
+            match m.handles.remove(&self.id) {
+                Some(Kind::Regs { ctx, .. }) => {
+                    if let Some(c) = m.contexts.get_mut(&ctx).filter(|c| c.last_writer == Some(self.id)) {
+                        c.plan.clear();
+                    }
+                }
+                Some(Kind::Control) if m.control == Some(self.id) => {
+                    m.control = None;
+                    for c in m.contexts.values_mut() {
+                        c.plan.clear();
+                    }
+                    for p in &mut m.cpu_plans {
+                        p.fill(0);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    struct FakeSys(Rc<RefCell<Model>>);
+
+    impl FakeSys {
+        fn fd(&self, id: usize) -> FakeFd {
+            FakeFd { id, model: Rc::clone(&self.0) }
+        }
+    }
+
+    impl Sys for FakeSys {
+        type Fd = FakeFd;
+
+        fn open(&self, path: &str) -> Result<FakeFd, Errno> {
+            let mut m = self.0.borrow_mut();
+            let kind = if path == SYS_CONTEXT_PATH {
+                Kind::Listing { text: m.listing(), at: 0 }
+            } else if path == KERNEL_PROC && m.namespace_authority {
+                Kind::Authority
+            } else if let Some(pid) = path.strip_prefix("/scheme/proc/pid-") {
+                let pid: Pid = pid.parse().map_err(|_| ENOENT)?;
+                if !m.procmgr_by_pid {
+                    return Err(ENOENT);
+                }
+                if m.threads(pid).is_empty() {
+                    return Err(ESRCH);
+                }
+                Kind::Process(pid)
+            } else {
+                return Err(ENOENT);
+            };
+            let id = m.insert(kind);
+            drop(m);
+            Ok(self.fd(id))
+        }
+
+        fn dup(&self, fd: &FakeFd, name: &str) -> Result<FakeFd, Errno> {
+            let mut m = self.0.borrow_mut();
+            let kind = match m.handles.get(&fd.id).ok_or(EINVAL)? {
+                Kind::Authority if name == CONTROL_NAME => {
+                    if m.control.is_some() {
+                        return Err(EBUSY);
+                    }
+                    Kind::Control
+                }
+                Kind::Control => {
+                    let n: usize = name.strip_prefix("cpu-").and_then(|n| n.parse().ok()).ok_or(ENOENT)?;
+                    if n >= m.cpu_plans.len() {
+                        return Err(ESRCH);
+                    }
+                    Kind::Cpu(n)
+                }
+                &Kind::Process(pid) => {
+                    let i: usize = name.strip_prefix("thread-").and_then(|n| n.parse().ok()).ok_or(EINVAL)?;
+                    Kind::Thread(*m.threads(pid).get(i).ok_or(ENOENT)?)
+                }
+                &Kind::Thread(ctx) if name == "open_via_dup" => Kind::Context(ctx),
+                &Kind::Context(ctx) => {
+                    let control: usize = name
+                        .strip_prefix("auth-")
+                        .and_then(|r| r.strip_suffix("-regs/debug"))
+                        .and_then(|n| n.parse().ok())
+                        .ok_or(ENOENT)?;
+                    if m.control != Some(control) {
+                        return Err(EPERM);
+                    }
+                    Kind::Regs { ctx, control }
+                }
+                _ => return Err(ENOENT),
+            };
+            if fd.id == 0 {
+                return Err(EINVAL);
+            }
+            let id = m.insert(kind);
+            drop(m);
+            if name == CONTROL_NAME {
+                self.0.borrow_mut().control = Some(id);
+            }
+            Ok(self.fd(id))
+        }
+
+        fn read(&self, fd: &FakeFd, buf: &mut [u8]) -> Result<usize, Errno> {
+            let mut m = self.0.borrow_mut();
+            let m = &mut *m;
+            match m.handles.get_mut(&fd.id).ok_or(EINVAL)? {
+                Kind::Listing { text, at } => {
+                    let rest = &text[*at..];
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    *at += n;
+                    Ok(n)
+                }
+                Kind::Control => {
+                    if buf.len() < HIT_RECORD_SIZE {
+                        return Err(EINVAL);
+                    }
+                    let mut n = 0;
+                    for chunk in buf.chunks_exact_mut(HIT_RECORD_SIZE) {
+                        let Some(hit) = m.hits.pop_front() else { break };
+                        chunk.copy_from_slice(&hit.to_bytes());
+                        n += 1;
+                    }
+                    if n == 0 { Err(EAGAIN) } else { Ok(n * HIT_RECORD_SIZE) }
+                }
+                &mut Kind::Cpu(c) => {
+                    buf[..CPU_PLAN_SIZE].copy_from_slice(&m.cpu_plans[c]);
+                    buf[CPU_PLAN_SIZE..CPU_PLAN_SIZE + 8].copy_from_slice(&m.dropped[c].to_le_bytes());
+                    buf[CPU_PLAN_SIZE + 8..CPU_PLAN_SIZE + 16].copy_from_slice(&0u64.to_le_bytes());
+                    Ok(CPU_PLAN_SIZE + 16)
+                }
+                _ => Err(EINVAL),
+            }
+        }
+
+        fn write(&self, fd: &FakeFd, buf: &[u8]) -> Result<usize, Errno> {
+            let mut m = self.0.borrow_mut();
+            match *m.handles.get(&fd.id).ok_or(EINVAL)? {
+                Kind::Regs { ctx, control } => {
+                    if m.control != Some(control) {
+                        return Err(EPERM);
+                    }
+                    if let Some((c, e)) = m.fail_write
+                        && c == ctx
+                    {
+                        m.fail_write = None;
+                        return Err(e);
+                    }
+                    decode_context_plan(buf).map_err(|e| match e {
+                        abi::DecodeError::Plan(_) => ENOSPC,
+                        _ => EINVAL,
+                    })?;
+                    let c = m.contexts.get_mut(&ctx).ok_or(ESRCH)?;
+                    c.plan = buf.to_vec();
+                    c.last_writer = Some(fd.id);
+                    Ok(buf.len())
+                }
+                Kind::Cpu(c) => {
+                    decode_cpu_plan(buf).map_err(|_| EINVAL)?;
+                    m.cpu_plans[c] = buf.to_vec();
+                    Ok(buf.len())
+                }
+                _ => Err(EINVAL),
+            }
+        }
+
+        fn raw(&self, fd: &FakeFd) -> usize {
+            fd.id
+        }
+
+        fn inherited(&self, raw: usize) -> FakeFd {
+            self.fd(raw)
+        }
+
+        fn monotonic_ns(&self) -> u64 {
+            self.0.borrow().now_ns
+        }
+
+        fn tsc(&self) -> u64 {
+            self.0.borrow().now_ns * TSC_PER_NS
+        }
+    }
+
+    fn kernel(model: &Rc<RefCell<Model>>) -> RedoxKernel<FakeSys> {
+        let sys = FakeSys(Rc::clone(model));
+        let control = acquire_control(&sys, None).expect("control");
+        let mut k = RedoxKernel::open(sys, control).expect("open");
+        model.borrow_mut().now_ns += 20_000_000;
+        k.sample_clock();
+        k
+    }
+
+    fn watch(addr: u64, len: Len, access: Access) -> ContextPlan {
+        let mut plan = ContextPlan::EMPTY;
+        let piece = Piece::new(addr, len, access).expect("aligned user piece");
+        plan.push(ContextPiece { piece, token: addr, cpu: CpuFilter::Any }).expect("fits");
+        plan
+    }
+
+    fn encoded(plan: &ContextPlan) -> Vec<u8> {
+        let mut buf = [0u8; MAX_PLAN_BYTES];
+        let n = encode_context_plan(plan, &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn open_probes_every_cpu_and_holds_the_only_control_handle() {
+        let model = Model::new(3);
+        let k = kernel(&model);
+        assert_eq!(k.cpu_count(), 3);
+        assert_eq!(model.borrow().control, Some(k.control_fd()));
+        let again = acquire_control(&FakeSys(Rc::clone(&model)), None);
+        assert_eq!(again.err().map(|e| e.errno), Some(EBUSY));
+        assert_eq!(k.tsc_hz(), Some(TSC_PER_NS * 1_000_000_000));
+    }
+
+    #[test]
+    fn control_comes_from_an_inherited_authority_first_and_the_namespace_last() {
+        let model = Model::new(1);
+        let sys = FakeSys(Rc::clone(&model));
+        // Without a namespace authority and without an inherited fd: nothing.
+        model.borrow_mut().namespace_authority = false;
+        let err = acquire_control(&sys, Some("not-a-number")).err().unwrap();
+        assert_eq!(err.errno, ENOENT);
+        // An inherited authority fd is used as is.
+        let auth = model.borrow_mut().insert(Kind::Authority);
+        let control = acquire_control(&sys, Some(&auth.to_string())).expect("via the inherited authority");
+        assert_eq!(model.borrow().control, Some(sys.raw(&control)));
+        std::mem::forget(sys.inherited(auth)); // the inherited fd stays open
+    }
+
+    #[test]
+    fn a_task_plan_reaches_every_thread_as_the_kernel_decodes_it() {
+        let model = Model::new(2);
+        let threads = model.borrow_mut().spawn(7, 1000, 3);
+        let mut k = kernel(&model);
+        let plan = watch(0x1000, Len::Four, Access::Write);
+        k.set_task_plan(7, &plan).unwrap();
+        for t in threads {
+            assert_eq!(model.borrow().plan_of(t), plan);
+        }
+        assert_eq!(k.task(7), Ok(TaskInfo { pid: 7, uid: 1000 }));
+    }
+
+    #[test]
+    fn a_refused_write_puts_the_previous_plan_back_on_every_thread() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 0, 2);
+        let mut k = kernel(&model);
+        let old = watch(0x1000, Len::Eight, Access::ReadWrite);
+        k.set_task_plan(7, &old).unwrap();
+        model.borrow_mut().fail_write = Some((threads[1], ENOSPC));
+        let new = watch(0x2000, Len::One, Access::Write);
+        assert!(matches!(k.set_task_plan(7, &new), Err(KernelError::Refused(_))));
+        for &t in &threads {
+            assert_eq!(model.borrow().plan_of(t), old, "thread {t}");
+        }
+        // And the next write still goes through every handle.
+        k.set_task_plan(7, &new).unwrap();
+        assert_eq!(model.borrow().plan_of(threads[1]), new);
+    }
+
+    #[test]
+    fn an_empty_plan_clears_every_thread() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 0, 2);
+        let mut k = kernel(&model);
+        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        k.set_task_plan(7, &ContextPlan::EMPTY).unwrap();
+        for t in threads {
+            assert!(model.borrow().contexts[&t].plan.is_empty());
+        }
+    }
+
+    #[test]
+    fn without_procmgr_support_a_live_task_is_refused_and_a_missing_one_is_esrch() {
+        let model = Model::new(1);
+        model.borrow_mut().spawn(7, 0, 1);
+        model.borrow_mut().procmgr_by_pid = false;
+        let mut k = kernel(&model);
+        let plan = watch(0x1000, Len::Four, Access::Write);
+        assert!(matches!(k.set_task_plan(7, &plan), Err(KernelError::Refused(_))));
+        assert_eq!(k.set_task_plan(8, &plan), Err(KernelError::NoSuchTask(8)));
+        assert_eq!(k.task(8), Err(KernelError::NoSuchTask(8)));
+    }
+
+    #[test]
+    fn new_threads_get_the_plan_at_the_next_scan_and_exits_are_reported() {
+        let model = Model::new(1);
+        model.borrow_mut().spawn(7, 0, 1);
+        model.borrow_mut().spawn(9, 0, 1);
+        let mut k = kernel(&model);
+        let mut exits = Vec::new();
+        k.take_exits(&mut exits); // the scan due since start
+        assert!(exits.is_empty());
+        let plan = watch(0x1000, Len::Two, Access::ReadWrite);
+        k.set_task_plan(7, &plan).unwrap();
+        let late = model.borrow_mut().spawn(7, 0, 1)[0];
+        k.take_exits(&mut exits);
+        assert!(model.borrow().contexts[&late].plan.is_empty(), "not before the scan interval");
+        model.borrow_mut().now_ns += SCAN_INTERVAL_NS;
+        model.borrow_mut().exit(9);
+        k.take_exits(&mut exits);
+        assert_eq!(model.borrow().plan_of(late), plan);
+        assert_eq!(exits, vec![9]);
+        // The old handles went after the new ones wrote: nothing cleared.
+        for t in model.borrow().threads(7) {
+            assert_eq!(model.borrow().plan_of(t), plan);
+        }
+    }
+
+    #[test]
+    fn hits_carry_the_pid_and_monotonic_time() {
+        let model = Model::new(2);
+        let mut k = kernel(&model);
+        let at_ns = model.borrow().now_ns - 5_000;
+        let hit = HitRecord { token: 0x1000, rip: 0x40_0000, addr: 0x1000, context: (7 << 32) | 123, timestamp: at_ns * TSC_PER_NS, cpu: 1, flags: 0 };
+        model.borrow_mut().hits.extend([hit, hit]);
+        let mut out = [HitRecord::ZERO; 8];
+        assert_eq!(k.drain_hits(&mut out), 2);
+        assert_eq!(out[0].timestamp, at_ns);
+        assert_eq!(out[1].rip, 0x40_0000);
+        assert_eq!(k.context_pid(out[0].context), Some(7));
+        assert_eq!(k.context_pid(55), None, "kernel contexts have pid 0");
+        assert_eq!(k.drain_hits(&mut out), 0, "EAGAIN when empty");
+    }
+
+    #[test]
+    fn cpu_plans_dropped_counters_and_disarm_all() {
+        let model = Model::new(2);
+        let threads = model.borrow_mut().spawn(7, 0, 1);
+        let mut k = kernel(&model);
+        let mut cpu_plan = CpuPlan::EMPTY;
+        let piece = Piece::new(0x3000, Len::Eight, Access::Write).unwrap();
+        cpu_plan.set(Slot::ALL[2], Some(CpuPiece { piece, token: 9 }));
+        k.set_cpu_plan(1, &cpu_plan).unwrap();
+        assert_eq!(decode_cpu_plan(&model.borrow().cpu_plans[1]).unwrap(), cpu_plan);
+        assert_eq!(k.set_cpu_plan(2, &cpu_plan), Err(KernelError::NoSuchCpu(2)));
+        model.borrow_mut().dropped = vec![3, 4];
+        assert_eq!(k.dropped_hits(), 7);
+        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        k.disarm_all();
+        assert!(model.borrow().contexts[&threads[0]].plan.is_empty());
+        assert_eq!(decode_cpu_plan(&model.borrow().cpu_plans[1]).unwrap(), CpuPlan::EMPTY);
+    }
+
+    #[test]
+    fn the_scheme_over_the_redox_backend_arms_a_watch_in_every_thread_and_disarms_on_drop() {
+        let model = Model::new(2);
+        let threads = model.borrow_mut().spawn(7, 1000, 2);
+        let mut scheme = HwbpScheme::new(kernel(&model), Config::default());
+        let owner = crate::caller_ctx(7, 1000, 1000);
+        let root = scheme.scheme_root().unwrap();
+        assert_eq!(root, ROOT_HANDLE);
+        let opened = scheme.openat(root, "task/7/mem:0x1000/4:w", 0, 0, &owner).expect("open");
+        assert!(matches!(opened, OpenResult::ThisScheme { .. }));
+        let want = watch(0x1000, Len::Four, Access::Write);
+        for &t in &threads {
+            let got = model.borrow().plan_of(t);
+            assert_eq!(got.len(), 1);
+            let p = got.iter().next().unwrap();
+            assert_eq!((p.piece, p.cpu), (want.iter().next().unwrap().piece, CpuFilter::Any));
+        }
+        // Not another user's task.
+        let other = crate::caller_ctx(8, 1001, 1001);
+        assert!(scheme.openat(root, "task/7/mem:0x2000/4:w", 0, 0, &other).is_err());
+        drop(scheme);
+        for t in threads {
+            assert!(model.borrow().contexts[&t].plan.is_empty(), "nothing stays armed");
+        }
+        assert_eq!(model.borrow().control, None, "the control handle closed");
+        let _ = encoded(&want);
     }
 }

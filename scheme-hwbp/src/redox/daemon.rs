@@ -37,7 +37,8 @@ use redox_scheme::wrappers::ReadinessBased;
 use redox_scheme::{Response, SignalBehavior, Socket};
 use syscall::CallFlags;
 
-use super::backend::{ProcmgrThreads, RedoxKernel, StartError, acquire_control, monotonic_ns};
+use super::backend::{AUTHORITY_FD_VAR, RedoxKernel, StartError, acquire_control};
+use super::sys::{RedoxSys, Sys};
 use super::{INIT_NOTIFY_VAR, SCHEME_NAME, logger, parse_notify_fd, timespec};
 use crate::scheme::{Config, HwbpScheme};
 
@@ -155,8 +156,9 @@ fn run() -> Result<(), Fatal> {
         Err(_) => None,
     };
 
-    let control = acquire_control()?;
-    let mut kernel = RedoxKernel::open(control, ProcmgrThreads)?;
+    let authority_var = std::env::var(AUTHORITY_FD_VAR).ok();
+    let control = acquire_control(&RedoxSys, authority_var.as_deref())?;
+    let mut kernel = RedoxKernel::open(RedoxSys, control)?;
     std::thread::sleep(CALIBRATION);
     kernel.sample_clock();
     log::info!(
@@ -176,7 +178,7 @@ fn run() -> Result<(), Fatal> {
     queue.subscribe(socket.inner().raw(), Source::Scheme, QueueFlags::READ).or_fatal("watching the socket")?;
     queue.subscribe(control_fd, Source::Hits, QueueFlags::READ).or_fatal("watching the hit stream")?;
     queue.subscribe(timer.raw(), Source::Timer, QueueFlags::READ).or_fatal("watching the timer")?;
-    let mut due = monotonic_ns().saturating_add(rotation_ns);
+    let mut due = RedoxSys.monotonic_ns().saturating_add(rotation_ns);
     arm(&timer, due)?;
 
     match notify_pipe {
@@ -197,7 +199,7 @@ fn run() -> Result<(), Fatal> {
                 scheme.borrow_mut().collect();
             }
             Source::Timer => {
-                let now = monotonic_ns();
+                let now = RedoxSys.monotonic_ns();
                 if now >= due {
                     let mut s = scheme.borrow_mut();
                     s.kernel_mut().sample_clock();

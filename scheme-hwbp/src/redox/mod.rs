@@ -2,19 +2,22 @@
 //! proc: handles (`kernel-patch/ABI.md`) and the daemon's main loop. See
 //! `README.md` in this directory for what was verified where.
 //!
-//! The pure parts (the `sys:context` parser and diff, TSC conversion, the
-//! `time:` record and timer arithmetic, the logger's level, `INIT_NOTIFY`
-//! parsing) build and are tested on every target; the parts that make Redox
-//! calls are compiled for `target_os = "redox"` only and are type-checked
-//! in CI by `tests/redox-check.sh`.
+//! The backend makes its calls through the [`sys::Sys`] trait, so it builds
+//! on every target and is tested on the host against a model of the kernel
+//! ABI and procmgr (`backend::tests`), as are the pure parts (the
+//! `sys:context` parser and diff, TSC conversion, the `time:` record and
+//! timer arithmetic, the logger's level, `INIT_NOTIFY` parsing). What makes
+//! real Redox calls ([`sys::RedoxSys`], the daemon's main loop) is compiled
+//! for `target_os = "redox"` only and type-checked in CI by
+//! `tests/redox-check.sh`.
 
+pub mod backend;
 pub mod contexts;
 pub mod logger;
+pub mod sys;
 pub mod timespec;
 pub mod tsc;
 
-#[cfg(target_os = "redox")]
-pub mod backend;
 #[cfg(target_os = "redox")]
 pub mod daemon;
 
