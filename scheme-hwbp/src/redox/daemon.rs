@@ -7,7 +7,7 @@
 //!    monotonic clock over [`CALIBRATION`];
 //! 3. the scheme socket (`Socket::nonblock`, redox-scheme 0.12: through the
 //!    namespace's `scheme-creation-cap`), the rotation timer
-//!    (`/scheme/time/1`, `CLOCK_MONOTONIC`), the event queue with the
+//!    (`/scheme/time/4`, `CLOCK_MONOTONIC` = 4 on Redox), the event queue with the
 //!    socket, the control handle and the timer on it;
 //! 4. the scheme goes public: started by init as a scheme service
 //!    (`type = { scheme = "hwbp" }`, `INIT_NOTIFY` set), hwbpd sends init

@@ -1,14 +1,15 @@
 //! The `time:` scheme's record and the rotation timer's arithmetic.
 //!
-//! `/scheme/time/<clock>` (kernel `src/scheme/time.rs` at 663e664): a read
+//! `/scheme/time/<clock>` (kernel `src/scheme/time.rs` at 663e664; `<clock>`
+//! is the number of `syscall::flag::CLOCK_*`: 1 realtime, 4 monotonic): a read
 //! returns the clock's current time as a `TimeSpec`; a write of a `TimeSpec`
 //! registers a one-shot timeout at that absolute time, after which the
 //! handle reports `EVENT_READ` to an event queue. `TimeSpec` is
 //! `#[repr(C)] { tv_sec: i64, tv_nsec: i32 }`: 16 bytes with 4 of padding,
 //! in the machine's (little-endian) byte order.
 
-/// `CLOCK_MONOTONIC`'s number (the `<clock>` of the path).
-pub const CLOCK_MONOTONIC: usize = 1;
+/// `CLOCK_MONOTONIC`'s number (the `<clock>` of the path): 4 on Redox.
+pub const CLOCK_MONOTONIC: usize = syscall::flag::CLOCK_MONOTONIC;
 
 /// Size of a `TimeSpec` as read and written.
 pub const TIMESPEC_SIZE: usize = 16;
@@ -55,6 +56,17 @@ mod tests {
         assert_eq!(&b[12..], &[0; 4]);
         assert_eq!(decode(&b), Some(3 * NANOS_PER_SEC + 250));
         assert_eq!(decode(&encode(u64::MAX)), Some(u64::MAX));
+    }
+
+    #[test]
+    fn encoding_matches_the_syscall_crates_timespec_bytes() {
+        let ts = syscall::data::TimeSpec { tv_sec: 1_234, tv_nsec: 567_890 };
+        let theirs: &[u8] = &ts;
+        assert_eq!(theirs.len(), TIMESPEC_SIZE);
+        assert_eq!(&encode(1_234 * NANOS_PER_SEC + 567_890)[..12], &theirs[..12]);
+        let mut b = [0u8; TIMESPEC_SIZE];
+        b[..12].copy_from_slice(&theirs[..12]);
+        assert_eq!(decode(&b), Some(1_234_000_567_890));
     }
 
     #[test]
