@@ -236,17 +236,28 @@ impl<S: Sys> RedoxKernel<S> {
     }
 
     /// Write `bytes` through every handle; on a failure, put `previous` back
-    /// on the ones already written (best effort) and fail.
+    /// on the ones already written (best effort) and fail. A thread that
+    /// died since its handle was opened (ESRCH) is skipped: it never runs
+    /// again; if every thread is dead, the task is gone.
     fn write_all(&self, pid: Pid, threads: &[S::Fd], bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
+        let mut live = 0usize;
         for (i, t) in threads.iter().enumerate() {
-            if let Err(e) = self.sys.write(t, bytes) {
-                for done in threads.iter().take(i) {
-                    if let Err(e2) = self.sys.write(done, previous) {
-                        log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {e2}");
+            match self.sys.write(t, bytes) {
+                Ok(_) => live += 1,
+                Err(ESRCH) => {}
+                Err(e) => {
+                    for done in threads.iter().take(i) {
+                        match self.sys.write(done, previous) {
+                            Ok(_) | Err(ESRCH) => {}
+                            Err(e2) => log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {e2}"),
+                        }
                     }
+                    return Err(refused(pid, e));
                 }
-                return Err(refused(pid, e));
             }
+        }
+        if live == 0 && !threads.is_empty() {
+            return Err(KernelError::NoSuchTask(pid));
         }
         Ok(())
     }
@@ -827,6 +838,20 @@ mod tests {
         // And the next write still goes through every handle.
         k.set_task_plan(7, &new).unwrap();
         assert_eq!(model.borrow().plan_of(threads[1]), new);
+    }
+
+    #[test]
+    fn a_thread_that_died_is_skipped_and_a_task_with_none_left_is_gone() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 0, 2);
+        let mut k = kernel(&model);
+        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        model.borrow_mut().contexts.remove(&threads[0]);
+        let new = watch(0x2000, Len::Four, Access::Write);
+        k.set_task_plan(7, &new).unwrap();
+        assert_eq!(model.borrow().plan_of(threads[1]), new);
+        model.borrow_mut().contexts.remove(&threads[1]);
+        assert_eq!(k.set_task_plan(7, &watch(0x3000, Len::Four, Access::Write)), Err(KernelError::NoSuchTask(7)));
     }
 
     #[test]
