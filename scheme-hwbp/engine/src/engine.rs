@@ -169,8 +169,12 @@ pub struct Engine {
     /// Live cpu-wide breakpoints per CPU, and on all CPUs.
     cpu_bps: Vec<FxHashSet<BpId>>,
     all_cpu_bps: FxHashSet<BpId>,
-    /// The last plan left an enabled flexible breakpoint out.
+    /// The last plan left out a flexible breakpoint that could run beside
+    /// the pinned ones.
     contended: bool,
+    /// What the next rotation moves to the back of the order (see
+    /// [`Engine::replan`]).
+    pending_moves: Vec<BpId>,
     last_rotation: Option<Nanos>,
 }
 
@@ -198,6 +202,7 @@ impl Engine {
             cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
             all_cpu_bps: FxHashSet::default(),
             contended: false,
+            pending_moves: Vec::new(),
             last_rotation: None,
         }
     }
@@ -571,9 +576,16 @@ impl Engine {
         key
     }
 
-    /// Linux's rotation: the first flexible breakpoint goes to the back.
+    /// Move the breakpoints the last plan chose ([`Engine::replan`]) to the
+    /// back of the round-robin order, keeping their relative order.
     fn rotate(&mut self) {
-        if let Some((_, id)) = self.rotation.pop_first() {
+        let mut moves: Vec<(u64, BpId)> = std::mem::take(&mut self.pending_moves)
+            .into_iter()
+            .filter_map(|id| Some((self.bps.get(&id)?.rotation_key?, id)))
+            .collect();
+        moves.sort_unstable();
+        for (key, id) in moves {
+            self.rotation.remove(&key);
             let key = self.push_rotation(id);
             if let Some(bp) = self.bps.get_mut(&id) {
                 bp.rotation_key = Some(key);
@@ -678,17 +690,23 @@ impl Engine {
                 running.insert(*id);
             }
         }
-        let mut contended = false;
+        // The first armed flexible breakpoint so far: of all, of the
+        // cpu-wide ones, of each task. Everything that can keep a
+        // breakpoint from fitting is among these for its scope.
+        let mut first_any: Option<BpId> = None;
+        let mut first_cpu_wide: Option<BpId> = None;
+        let mut first_of_task: FxHashMap<Pid, BpId> = FxHashMap::default();
+        let mut moves: Vec<BpId> = Vec::new();
         for id in self.rotation.values() {
             let Some(bp) = self.bps.get(id) else { continue };
             if !bp.enabled {
                 continue;
             }
+            let pinned_slot = |t: &Token| self.slots.get(t).is_some_and(|s| s.pinned_users > 0);
             let (units, real) = if bp.req.exclusive {
                 (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
             } else {
-                let counted = |t: &Token| placed.contains(t) || self.slots.get(t).is_some_and(|s| s.pinned_users > 0);
-                let n = bp.tokens.iter().filter(|t| !counted(t)).count() as u8;
+                let n = bp.tokens.iter().filter(|t| !placed.contains(t) && !pinned_slot(t)).count() as u8;
                 (n, n)
             };
             if load.fits(bp.req.scope, units, real).is_ok() {
@@ -696,10 +714,40 @@ impl Engine {
                 placed.extend(bp.tokens.iter().copied());
                 armed.extend(bp.tokens.iter().copied());
                 running.insert(*id);
+                first_any.get_or_insert(*id);
+                match bp.req.scope.pid() {
+                    Some(pid) => {
+                        first_of_task.entry(pid).or_insert(*id);
+                    }
+                    None => {
+                        first_cpu_wide.get_or_insert(*id);
+                    }
+                }
+                continue;
+            }
+            // Left out. If it could run beside the pinned ones alone, some
+            // armed breakpoint ahead of it in the order competes for its
+            // registers: of its task or cpu-wide (task scope), or any
+            // (cpu-wide scope). The first such one goes to the back at the
+            // next rotation, so the breakpoints ahead of this one that can
+            // block it only ever decrease: it runs within as many rotations.
+            let alone = if bp.req.exclusive {
+                units
             } else {
-                contended = true;
+                bp.tokens.iter().filter(|t| !pinned_slot(t)).count() as u8
+            };
+            if self.pinned_load.fits(bp.req.scope, alone, real).is_err() {
+                continue;
+            }
+            match bp.req.scope.pid() {
+                Some(pid) => moves.extend(first_of_task.get(&pid).copied().into_iter().chain(first_cpu_wide)),
+                None => moves.extend(first_any),
             }
         }
+        moves.sort_unstable();
+        moves.dedup();
+        let contended = !moves.is_empty();
+        self.pending_moves = moves;
         if contended && !self.contended {
             // Contention starts now: the first rotation is one period away.
             self.last_rotation = Some(now);

@@ -311,6 +311,33 @@ fn no_rotation_before_the_period_and_none_without_contention() {
 }
 
 #[test]
+fn each_task_rotates_its_own_breakpoints_like_a_perf_context() {
+    // 50 tasks with 6 flexible breakpoints each: every task cycles through
+    // its own six in 3 rotations, whatever the others do, and each rotation
+    // swaps one piece per task.
+    let mut e = engine(2);
+    let mut ids = Vec::new();
+    for pid in 1..=50 {
+        ids.extend(open_n(&mut e, task(pid), u64::from(pid) * 10..u64::from(pid) * 10 + 6, false));
+    }
+    let mut now = 0;
+    e.tick(now);
+    for _ in 0..3 {
+        let before: Vec<_> = (1..=50).map(|p| *e.context_plan(p).unwrap()).collect();
+        now += 4 * MS;
+        e.tick(now);
+        for (i, pid) in (1..=50).enumerate() {
+            let after = e.context_plan(pid).unwrap();
+            assert_eq!(after.len(), 4);
+            let new = after.iter().filter(|p| !before[i].iter().any(|b| b.token == p.token)).count();
+            assert_eq!(new, 1, "task {pid}: one piece in, one out per rotation");
+        }
+    }
+    now += 4 * MS;
+    assert!(ids.iter().all(|&id| e.times(id, now).unwrap().1 > 0), "every breakpoint ran within 3 rotations");
+}
+
+#[test]
 fn pinned_are_always_planned_and_flexible_fill_the_rest() {
     let mut e = engine(2);
     let pins = open_n(&mut e, task(1), 0..3, true);
