@@ -306,8 +306,10 @@ impl Engine {
         // Committed from here on.
         let Some(bp) = self.bps.get(&id) else { return Err(EngineError::NoSuchBreakpoint) };
         let (old_tokens, was_pinned) = (bp.tokens.clone(), bp.req.pinned);
-        self.detach(id, &old_tokens, was_pinned);
+        // Attach first, so a piece the new event keeps stays in its slot
+        // with its token (no plan change for it).
         let tokens = self.attach(id, &keys, req.pinned);
+        self.detach(id, &old_tokens, was_pinned);
         let rotation_key = match (was_pinned, req.pinned) {
             (true, false) => {
                 self.pinned.remove(&id);
@@ -662,8 +664,14 @@ impl Engine {
     fn detach(&mut self, id: BpId, tokens: &[Token], pinned: bool) {
         for token in tokens {
             let Some(slot) = self.slots.get_mut(token) else { continue };
-            slot.users.retain(|&u| u != id);
-            slot.routed.retain(|&u| u != id);
+            // One use goes; during a modify the same breakpoint may hold the
+            // slot twice for a moment.
+            if let Some(i) = slot.users.iter().position(|&u| u == id) {
+                slot.users.remove(i);
+            }
+            if !slot.users.contains(&id) {
+                slot.routed.retain(|&u| u != id);
+            }
             slot.pinned_users -= u32::from(pinned);
             if slot.users.is_empty() {
                 let key = slot.key;

@@ -521,6 +521,26 @@ fn modify_that_does_not_fit_leaves_the_old_breakpoint_armed_and_unchanged() {
 }
 
 #[test]
+fn modify_that_keeps_a_piece_keeps_its_slot_and_token() {
+    let mut e = engine(1);
+    let id = e.open(&Request::new(task(1), 0x1000, 16, Access::Write), 0, 0).unwrap();
+    e.tick(0);
+    let old = e.tokens(id).unwrap().to_vec();
+    // Pinned now, and one piece longer: the two old pieces stay.
+    e.modify(id, &Request { pinned: true, ..Request::new(task(1), 0x1000, 24, Access::Write) }, 0).unwrap();
+    assert_eq!(&e.tokens(id).unwrap()[..2], &old[..]);
+    e.tick(0);
+    let plan = e.context_plan(1).unwrap();
+    assert_eq!(plan.iter().map(|p| p.token).collect::<Vec<_>>()[..2], old[..], "kept pieces kept their place");
+    assert_eq!(e.route(old[0]), [id]);
+    // Dropping a piece retires only that slot.
+    e.modify(id, &Request::new(task(1), 0x1008, 8, Access::Write), 0).unwrap();
+    e.tick(0);
+    assert_eq!(e.tokens(id).unwrap(), [old[1]]);
+    assert!(e.route(old[0]).is_empty());
+}
+
+#[test]
 fn modify_between_pinned_and_flexible_moves_the_accounting() {
     let mut e = engine(1);
     let ids = open_n(&mut e, task(1), 0..4, true);
