@@ -289,15 +289,27 @@ impl Harness {
             if b.pinned && b.enabled && b.alive {
                 prop_assert!(running, "enabled pinned breakpoint {} not armed", id);
             }
-            if !running {
-                continue;
-            }
-            prop_assert!(b.enabled && b.alive);
             let tokens = self.e.tokens(id).unwrap();
-            prop_assert!(tokens.iter().all(|t| in_plans.contains(t)), "running {} not all armed", id);
-            if b.exclusive {
+            let armed = b.alive && tokens.iter().all(|t| in_plans.contains(t));
+            prop_assert_eq!(running, b.enabled && armed, "breakpoint {} running vs enabled and armed", id);
+            if running && b.exclusive {
                 self.check_exclusive(b, tokens)?;
             }
+        }
+        // A hit on a token counts for exactly the running breakpoints that
+        // hold it.
+        let mut users: BTreeMap<Token, Vec<BpId>> = BTreeMap::new();
+        for (&id, b) in self.model.iter().filter(|(_, b)| b.alive) {
+            for t in self.e.tokens(id).unwrap() {
+                users.entry(*t).or_default().push(id);
+            }
+        }
+        for (t, ids) in users {
+            let mut want: Vec<BpId> = ids.into_iter().filter(|id| self.e.is_running(*id).unwrap()).collect();
+            let mut got = self.e.route(t).to_vec();
+            want.sort_unstable();
+            got.sort_unstable();
+            prop_assert_eq!(got, want, "route of token {}", t);
         }
         Ok(())
     }
