@@ -137,6 +137,18 @@ impl Bp {
 static EMPTY_CPU_PLAN: CpuPlan = CpuPlan::EMPTY;
 
 /// The policy engine. See the crate documentation.
+///
+/// Invariants (checked by the property tests after every operation):
+/// - `pinned_load` holds exactly the distinct slots of live pinned
+///   breakpoints (exclusive ones as `NUM_SLOTS` units), and satisfies the
+///   rule of [`crate::load`] on every CPU;
+/// - after [`Engine::tick`], on every CPU `c`, `cpu_plan(c).len()` plus the
+///   pieces of any one context plan applying on `c` is at most `NUM_SLOTS`,
+///   and every planned piece belongs to a live breakpoint of that scope;
+/// - a breakpoint is `running` exactly when it is enabled, alive and all its
+///   slots are in the plans; a slot's `routed` lists exactly its running
+///   users;
+/// - tokens only grow; a retired token is in no map.
 #[derive(Clone, Debug)]
 pub struct Engine {
     cfg: Config,
@@ -406,6 +418,16 @@ impl Engine {
         } else {
             self.replan(now)
         }
+    }
+
+    /// When the next rotation is due, if flexible breakpoints are waiting
+    /// for registers: the time to call [`Engine::tick`] next. `None` when
+    /// nothing waits (no timer needed).
+    pub fn next_rotation(&self) -> Option<Nanos> {
+        if !self.contended {
+            return None;
+        }
+        Some(self.last_rotation.map_or(0, |t| t.saturating_add(self.cfg.rotation_ns)))
     }
 
     /// The plan of task `pid`; `None` means the empty plan.

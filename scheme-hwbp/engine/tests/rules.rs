@@ -338,6 +338,23 @@ fn each_task_rotates_its_own_breakpoints_like_a_perf_context() {
 }
 
 #[test]
+fn next_rotation_is_due_one_period_after_contention_and_none_without() {
+    let mut e = engine(1);
+    let ids = open_n(&mut e, task(1), 0..4, false);
+    e.tick(MS);
+    assert_eq!(e.next_rotation(), None, "four fit: no timer needed");
+    let fifth = e.open(&watch(task(1), 4), 0, 2 * MS).unwrap();
+    e.tick(2 * MS);
+    assert_eq!(e.next_rotation(), Some(6 * MS));
+    e.tick(6 * MS);
+    assert_eq!(e.next_rotation(), Some(10 * MS));
+    e.close(fifth, 7 * MS).unwrap();
+    e.tick(7 * MS);
+    assert_eq!(e.next_rotation(), None);
+    assert!(ids.iter().all(|&id| e.is_running(id) == Some(true)));
+}
+
+#[test]
 fn pinned_are_always_planned_and_flexible_fill_the_rest() {
     let mut e = engine(2);
     let pins = open_n(&mut e, task(1), 0..3, true);
