@@ -299,7 +299,7 @@ impl Harness {
         // A hit on a token counts for exactly the running breakpoints that
         // hold it.
         let mut users: BTreeMap<Token, Vec<BpId>> = BTreeMap::new();
-        for (&id, b) in self.model.iter().filter(|(_, b)| b.alive) {
+        for (&id, _) in self.model.iter().filter(|(_, b)| b.alive) {
             for t in self.e.tokens(id).unwrap() {
                 users.entry(*t).or_default().push(id);
             }
