@@ -169,7 +169,8 @@ fi
 rm -f "$log"
 say "booting $build_dir/harddrive.img (kvm=$kvm, timeout ${timeout_s}s), serial log: $log"
 set +e
-timeout --foreground "$timeout_s" \
+# Not --foreground: on expiry the whole process group (make and QEMU) is killed.
+timeout "$timeout_s" \
     "${mk[@]}" qemu gpu=no net=no audio=no usb=no kvm="$kvm" qemu_serial_logfile="$log" < /dev/null
 qemu_status=$?
 set -e
