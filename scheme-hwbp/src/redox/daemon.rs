@@ -18,7 +18,9 @@
 //! 5. privileges: see [`drop_privileges`].
 //!
 //! Then the loop: a readable control handle means hit records: `collect`;
-//! the timer: clock sample, `tick` (rotation), re-arm. After every event,
+//! the timer: clock sample, `tick` (rotation, exit scan), re-arm one
+//! rotation later, or [`IDLE_TICK_NS`] later while no breakpoint exists
+//! (the first one brings the next tick forward). After every event,
 //! whatever its source: one batch of requests from the (nonblocking) socket
 //! through redox-scheme's `ReadinessBased` wrapper (a request answered
 //! EWOULDBLOCK without O_NONBLOCK is parked, not answered), the
@@ -46,6 +48,9 @@ use crate::scheme::{Config, HwbpScheme};
 pub const CALIBRATION: Duration = Duration::from_millis(20);
 /// Requests read from the socket per batch.
 const REQUEST_QUEUE_DEPTH: usize = 32;
+/// Timer period while no breakpoint exists: nothing rotates and no task is
+/// watched, the tick only drains request bursts (see the loop).
+const IDLE_TICK_NS: u64 = 100_000_000;
 
 user_data! {
     enum Source {
@@ -190,6 +195,7 @@ fn run() -> Result<(), Fatal> {
     drop_privileges();
 
     let mut readiness = ReadinessBased::new(&socket, REQUEST_QUEUE_DEPTH);
+    let mut was_busy = false;
     loop {
         let event = queue.next_event().or_fatal("waiting for events")?;
         match event.user_data {
@@ -204,7 +210,8 @@ fn run() -> Result<(), Fatal> {
                     let mut s = scheme.borrow_mut();
                     s.kernel_mut().sample_clock();
                     s.tick();
-                    due = timespec::next_deadline(due, rotation_ns, now);
+                    let period = if s.breakpoint_count() > 0 { rotation_ns } else { IDLE_TICK_NS };
+                    due = timespec::next_deadline(due, period, now);
                     arm(&timer, due)?;
                 }
             }
@@ -220,6 +227,16 @@ fn run() -> Result<(), Fatal> {
             return Ok(());
         }
         readiness.process_requests(|| scheme.borrow_mut());
+        // The first breakpoint ends the idle period: rotate from now on.
+        let busy = scheme.borrow().breakpoint_count() > 0;
+        if busy && !was_busy {
+            let now = RedoxSys.monotonic_ns();
+            if due > now.saturating_add(rotation_ns) {
+                due = now.saturating_add(rotation_ns);
+                arm(&timer, due)?;
+            }
+        }
+        was_busy = busy;
         for notice in scheme.borrow_mut().take_fevents() {
             socket
                 .write_response(Response::post_fevent(notice.handle, notice.flags.bits()), SignalBehavior::Restart)
