@@ -98,6 +98,10 @@ struct Bp {
     pieces: Vec<Piece>,
     /// The slot of each piece, in piece order.
     tokens: Vec<Token>,
+    /// Bit `i` set: the slot of `tokens[i]` has a pinned user, so it is in
+    /// the pinned accounting already (kept in step by `attach` and
+    /// `detach`; saves the planner a slot lookup per piece).
+    pinned_shared: u8,
     /// Not disabled by the user.
     enabled: bool,
     /// Its task has not exited.
@@ -254,6 +258,7 @@ impl Engine {
         let mut bp = Bp {
             req: *req,
             uid,
+            pinned_shared: self.pinned_mask(&tokens),
             pieces,
             tokens,
             enabled: !req.disabled,
@@ -336,11 +341,13 @@ impl Engine {
             }
             _ => self.bps.get(&id).and_then(|b| b.rotation_key),
         };
+        let pinned_shared = self.pinned_mask(&tokens);
         if let Some(bp) = self.bps.get_mut(&id) {
             bp.accrue(now);
             bp.req = *req;
             bp.pieces = pieces;
             bp.tokens = tokens;
+            bp.pinned_shared = pinned_shared;
             bp.enabled = !req.disabled;
             bp.running = false;
             bp.rotation_key = rotation_key;
@@ -678,9 +685,39 @@ impl Engine {
                 });
                 slot.users.push(id);
                 slot.pinned_users += u32::from(pinned);
+                if pinned && slot.pinned_users == 1 {
+                    let users = slot.users.clone();
+                    self.mark_pinned_shared(token, &users, true);
+                }
                 token
             })
             .collect()
+    }
+
+    /// Bits of `tokens` whose slot has a pinned user.
+    fn pinned_mask(&self, tokens: &[Token]) -> u8 {
+        tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| self.slots.get(t).is_some_and(|s| s.pinned_users > 0))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// The slot of `token` gained its first or lost its last pinned user:
+    /// update the `pinned_shared` bit of every user.
+    fn mark_pinned_shared(&mut self, token: Token, users: &[BpId], on: bool) {
+        for u in users {
+            let Some(bp) = self.bps.get_mut(u) else { continue };
+            for (i, t) in bp.tokens.iter().enumerate() {
+                if *t == token {
+                    if on {
+                        bp.pinned_shared |= 1 << i;
+                    } else {
+                        bp.pinned_shared &= !(1 << i);
+                    }
+                }
+            }
+        }
     }
 
     fn detach(&mut self, id: BpId, tokens: &[Token], pinned: bool) {
@@ -695,6 +732,11 @@ impl Engine {
                 slot.routed.retain(|&u| u != id);
             }
             slot.pinned_users -= u32::from(pinned);
+            if pinned && slot.pinned_users == 0 && !slot.users.is_empty() {
+                let users = slot.users.clone();
+                self.mark_pinned_shared(*token, &users, false);
+                continue;
+            }
             if slot.users.is_empty() {
                 let key = slot.key;
                 self.slots.remove(token);
@@ -711,7 +753,7 @@ impl Engine {
         self.dirty_all_cpus = false;
         let mut load = self.pinned_load.clone();
         let mut placed: FxHashSet<Token> = FxHashSet::default();
-        let mut armed: BTreeSet<Token> = BTreeSet::new();
+        let mut armed: Vec<Token> = Vec::new();
         let mut running: FxHashSet<BpId> = FxHashSet::default();
         for id in &self.pinned {
             let Some(bp) = self.bps.get(id) else { continue };
@@ -732,11 +774,12 @@ impl Engine {
             if !bp.enabled {
                 continue;
             }
-            let pinned_slot = |t: &Token| self.slots.get(t).is_some_and(|s| s.pinned_users > 0);
+            debug_assert_eq!(bp.pinned_shared, self.pinned_mask(&bp.tokens), "pinned_shared of {id} out of step");
+            let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
             let (units, real) = if bp.req.exclusive {
                 (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
             } else {
-                let n = bp.tokens.iter().filter(|t| !placed.contains(t) && !pinned_slot(t)).count() as u8;
+                let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
                 (n, n)
             };
             if load.fits(bp.req.scope, units, real).is_ok() {
@@ -764,7 +807,7 @@ impl Engine {
             let alone = if bp.req.exclusive {
                 units
             } else {
-                bp.tokens.iter().filter(|t| !pinned_slot(t)).count() as u8
+                (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
             };
             if self.pinned_load.fits(bp.req.scope, alone, real).is_err() {
                 continue;
@@ -785,6 +828,8 @@ impl Engine {
         self.contended = contended;
 
         // Group the armed slots by plan, in token order.
+        armed.sort_unstable();
+        armed.dedup();
         let mut ctx: BTreeMap<Pid, Vec<ContextPiece>> = BTreeMap::new();
         let mut cpu: Vec<Vec<CpuPiece>> = vec![Vec::new(); self.cfg.cpus as usize];
         for token in &armed {
