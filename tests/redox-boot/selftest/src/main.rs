@@ -134,6 +134,7 @@ macro_rules! check {
 }
 
 // After the macros, so `fail!` and `check!` are in scope there.
+mod stream;
 mod thread;
 
 fn errno_msg(what: &str, e: Errno) -> Line {
@@ -451,10 +452,12 @@ extern "C" fn selftest_main() -> ! {
             thread::group_cpus(&mut t, &s, &mut infra);
             group_errors(&mut t, &s);
             s = thread::group_close(&mut t, s, &mut infra);
+            // Last: it leaves CPU 0's `dropped` counter non-zero for good.
+            stream::group_stream(&mut t, &s);
             drop(s);
         }
         None => {
-            for g in ["matrix", "contexts", "per-CPU", "errors", "closing"] {
+            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "stream"] {
                 check!(&mut t, Err(Line::default()), "{g}: not run, the kernel offers no hwbp handles");
             }
         }
