@@ -218,7 +218,7 @@ pub mod bundle {
             if self.kernel_size == 0 || self.initfs_size == 0 {
                 return Err(BundleError::Empty);
             }
-            if self.kernel_offset % PAGE_SIZE != 0 || self.initfs_offset % PAGE_SIZE != 0 {
+            if !self.kernel_offset.is_multiple_of(PAGE_SIZE) || !self.initfs_offset.is_multiple_of(PAGE_SIZE) {
                 return Err(BundleError::Unaligned);
             }
             let k_end = self.kernel_offset.checked_add(self.kernel_size).ok_or(BundleError::OutOfBounds)?;
