@@ -685,7 +685,8 @@ impl Engine {
                 });
                 slot.users.push(id);
                 slot.pinned_users += u32::from(pinned);
-                if pinned && slot.pinned_users == 1 {
+                // Others already holding the slot now share a pinned one.
+                if pinned && slot.pinned_users == 1 && slot.users.len() > 1 {
                     let users = slot.users.clone();
                     self.mark_pinned_shared(token, &users, true);
                 }
