@@ -46,11 +46,17 @@ for ((i = 0; i < 50 && ${#verdict} > 0; i++)); do
     kill -0 "$qpid" 2>/dev/null || break
     sleep 0.1
 done
+exited=0
+kill -0 "$qpid" 2>/dev/null || exited=1
 kill "$qpid" 2>/dev/null || true
 wait "$qpid" 2>/dev/null || true
 tr -d '\r' < "$log" | grep -av '^Shutdown with outb' || true
 if [[ -z "$verdict" ]]; then
-    echo "run.sh: no verdict within ${timeout}s (hang or crash)"
+    if ((exited)); then
+        echo "run.sh: QEMU stopped without a verdict (crash, or the kernel powered off early)"
+    else
+        echo "run.sh: no verdict within ${timeout}s (hang)"
+    fi
     exit 124
 fi
 echo "run.sh: $verdict"

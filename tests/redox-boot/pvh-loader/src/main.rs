@@ -15,7 +15,8 @@
 //!   an array of `{base, size, kind}` (kind 1 free, 2 reclaim, 3 reserved);
 //! * the kernel file and the initfs stay where QEMU put them (page-aligned).
 //!
-//! Anything it cannot do correctly is reported on COM1 and the machine halts.
+//! Anything it cannot do correctly is reported on COM1 and the machine powers
+//! off (QEMU) or halts.
 #![no_std]
 #![no_main]
 
@@ -244,7 +245,7 @@ extern "C" fn loader_main(start_info: u32) -> ! {
         }
         Err(e) => {
             let _ = writeln!(out, "pvh-loader: FATAL: {e:?}");
-            halt()
+            power_off()
         }
     }
 }
@@ -501,6 +502,19 @@ unsafe fn enter_kernel(entry: u64, args: *const KernelArgs) -> ! {
     }
 }
 
+/// QEMU's ACPI PM1a control register (q35 and pc machines: port 0x604);
+/// writing SLP_EN with sleep type 0 powers the VM off, so a runner sees the
+/// failure at once instead of waiting for its timeout.
+const QEMU_PM1A_CONTROL: u16 = 0x604;
+const SLP_EN: u16 = 1 << 13;
+
+fn power_off() -> ! {
+    // SAFETY: port I/O to the emulated PM block; on real hardware this port
+    // is unassigned or the same ACPI register, and we halt right after.
+    unsafe { asm!("out dx, ax", in("dx") QEMU_PM1A_CONTROL, in("ax") SLP_EN, options(nomem, nostack)) };
+    halt()
+}
+
 fn halt() -> ! {
     loop {
         // SAFETY: interrupts are off; hlt just stops this CPU.
@@ -512,5 +526,5 @@ fn halt() -> ! {
 fn panic(info: &PanicInfo) -> ! {
     let mut out = Com1::init();
     let _ = writeln!(out, "pvh-loader: panic: {info}");
-    halt()
+    power_off()
 }
