@@ -971,20 +971,26 @@ impl Engine {
         armed
     }
 
-    /// Install task `pid`'s plan from `pieces` (token order), keeping the
-    /// pieces that stay where they were and appending new ones; `true` if
-    /// it changed.
+    /// Install task `pid`'s plan from `pieces` (token order): pieces that
+    /// stay keep their index, new ones take the places of departed ones
+    /// first and then go to the end, so composition keeps what stays in its
+    /// register as far as the plan order can say; `true` if it changed.
     fn install_task_plan(&mut self, pid: Pid, pieces: &[ContextPiece]) -> bool {
-        let old = self.ctx_plans.get(&pid);
         if pieces.is_empty() {
             return self.ctx_plans.remove(&pid).is_some();
         }
-        let mut plan = ContextPlan::EMPTY;
+        let old = self.ctx_plans.get(&pid);
         let stays = |t: Token| pieces.iter().any(|p| p.token == t);
-        let kept = old.into_iter().flat_map(|p| p.iter()).filter(|p| stays(p.token)).copied();
+        let mut order: Vec<Option<ContextPiece>> =
+            old.into_iter().flat_map(|p| p.iter()).map(|p| stays(p.token).then_some(*p)).collect();
         let was = |t: Token| old.is_some_and(|o| o.iter().any(|p| p.token == t));
-        let fresh = pieces.iter().filter(|p| !was(p.token)).copied();
-        for p in kept.chain(fresh) {
+        let mut fresh = pieces.iter().filter(|p| !was(p.token)).copied();
+        for hole in order.iter_mut().filter(|p| p.is_none()) {
+            *hole = fresh.next();
+        }
+        order.extend(fresh.map(Some));
+        let mut plan = ContextPlan::EMPTY;
+        for p in order.into_iter().flatten() {
             if let Err(e) = plan.push(p) {
                 debug_assert!(false, "planner overfilled the plan of task {pid}: {e}");
                 log::error!("hwbp-engine: internal: plan of task {pid}: {e}");

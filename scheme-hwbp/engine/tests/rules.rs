@@ -298,6 +298,22 @@ fn rotation_moves_one_breakpoint_and_keeps_the_others_in_place() {
 }
 
 #[test]
+fn rotation_of_a_task_keeps_the_registers_of_the_pieces_that_stay() {
+    let mut e = engine(1);
+    open_n(&mut e, task(1), 0..6, false);
+    let mut now = 0;
+    e.tick(now);
+    for _ in 0..6 {
+        let before = e.assignment(0, Some(1));
+        now += 4 * MS;
+        e.tick(now);
+        let after = e.assignment(0, Some(1));
+        let same = Slot::ALL.iter().filter(|&&s| before.slot(s) == after.slot(s)).count();
+        assert_eq!(same, 3, "one register changes per rotation");
+    }
+}
+
+#[test]
 fn no_rotation_before_the_period_and_none_without_contention() {
     let mut e = engine(1);
     open_n(&mut e, Scope::Cpu(0), 0..5, false);
