@@ -318,6 +318,9 @@ fn exec_case(s: &Session, reg: usize, token: u64) -> Check {
     expect_hits(&s.control, &[]).map_err(|m| prefix("call after clear", m))
 }
 
+/// Lowest kernel-half address on x86_64 (canonical, 48-bit).
+const KERNEL_HALF: u64 = 0xFFFF_8000_0000_0000;
+
 /// A kernel-mode access to a watched user buffer (the kernel writes the
 /// time into it) is recorded with HIT_KERNEL_MODE and does not kill us.
 fn kernel_mode_case(s: &Session) -> Check {
@@ -336,6 +339,9 @@ fn kernel_mode_case(s: &Session) -> Check {
     for r in h {
         if r.token != 0x5000 || r.flags & HIT_KERNEL_MODE == 0 || r.addr != a {
             fail!("hit token {:#x} addr {:#x} flags {:#x}: expected token 0x5000, HIT_KERNEL_MODE", r.token, r.addr, r.flags);
+        }
+        if r.rip < KERNEL_HALF {
+            fail!("kernel-mode hit with user rip {:#x}", r.rip);
         }
     }
     Ok(())
