@@ -18,7 +18,34 @@
 //!   share that register.
 //!
 //! Call [`Engine::tick`] after every mutating call (open, modify,
-//! set_enabled, close, task_exited) and on the rotation timer.
+//! set_enabled, close, task_exited) and on the rotation timer
+//! ([`Engine::next_rotation`]).
+//!
+//! ```
+//! use hwbp_engine::{Config, Engine, Request, Scope};
+//! use hwbp_kern::{Access, ContextPlan};
+//!
+//! let mut engine = Engine::new(Config::new(4));
+//! // task/42, mem:0x1003/4:w — unaligned, so split into 1 + 2 + 1 bytes.
+//! let req = Request::new(Scope::Task { pid: 42, cpu: None }, 0x1003, 4, Access::Write);
+//! let id = engine.open(&req, 1000, 0).expect("flexible breakpoints are always admitted");
+//! assert_eq!(engine.pieces(id).unwrap().len(), 3);
+//!
+//! // Push what changed to the kernel.
+//! let changes = engine.tick(0);
+//! assert_eq!(changes.tasks, [42]);
+//! let plan: ContextPlan = engine.context_plan(42).copied().unwrap_or(ContextPlan::EMPTY);
+//! assert_eq!(plan.len(), 3);
+//!
+//! // A hit record carries a token: count it for the breakpoints it routes to.
+//! let token = plan.iter().next().unwrap().token;
+//! assert_eq!(engine.route(token), [id]);
+//!
+//! // Counts are scaled with the times.
+//! assert_eq!(engine.times(id, 1_000), Some((1_000, 1_000)));
+//! engine.close(id, 1_000).unwrap();
+//! assert!(engine.tick(1_000).tasks == [42] && engine.context_plan(42).is_none());
+//! ```
 
 pub mod baseline;
 mod engine;
