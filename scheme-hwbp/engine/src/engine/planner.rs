@@ -1,0 +1,305 @@
+//! The planner: from the breakpoints to the plans the kernel arms.
+//!
+//! [`Engine::replan`] recomputes everything (pinned first, then flexible in
+//! round-robin order, each all-or-nothing under the admission rule, and
+//! chooses what the next rotation moves); [`Engine::replan_dirty_scopes`]
+//! is the incremental path when no flexible breakpoint exists. Both install
+//! plans so that what stays keeps its place. See the crate README.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hwbp_kern::plan::CpuPiece;
+use hwbp_kern::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, Slot, Token};
+
+use super::{EXCLUSIVE_UNITS, Engine, PlanChanges};
+use crate::fxhash::{FxHashMap, FxHashSet};
+use crate::request::Scope;
+use crate::{BpId, Nanos, Pid};
+
+impl Engine {
+    /// Recompute every plan: pinned first, then flexible in rotation order,
+    /// each all-or-nothing, under the same rule as pinned admission.
+    pub(super) fn replan(&mut self, now: Nanos) -> PlanChanges {
+        self.dirty_tasks.clear();
+        self.dirty_cpus.clear();
+        self.dirty_all_cpus = false;
+        let mut load = self.pinned_load.clone();
+        let mut placed: FxHashSet<Token> = FxHashSet::default();
+        let mut armed: Vec<Token> = Vec::new();
+        let mut running: FxHashSet<BpId> = FxHashSet::default();
+        for id in &self.pinned {
+            let Some(bp) = self.bps.get(id) else { continue };
+            if bp.enabled {
+                armed.extend(bp.tokens.iter().copied());
+                running.insert(*id);
+            }
+        }
+        // The first armed flexible breakpoint so far: of all, of the
+        // cpu-wide ones, of each task. Everything that can keep a
+        // breakpoint from fitting is among these for its scope.
+        let mut first_any: Option<BpId> = None;
+        let mut first_cpu_wide: Option<BpId> = None;
+        let mut first_of_task: FxHashMap<Pid, BpId> = FxHashMap::default();
+        let mut moves: Vec<BpId> = Vec::new();
+        for id in self.rotation.values() {
+            let Some(bp) = self.bps.get(id) else { continue };
+            if !bp.enabled {
+                continue;
+            }
+            debug_assert_eq!(bp.pinned_shared, self.pinned_mask(&bp.tokens), "pinned_shared of {id} out of step");
+            let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
+            let (units, real) = if bp.req.exclusive {
+                (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
+            } else {
+                let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
+                (n, n)
+            };
+            if load.fits(bp.req.scope, units, real).is_ok() {
+                load.add(bp.req.scope, units, real);
+                placed.extend(bp.tokens.iter().copied());
+                armed.extend(bp.tokens.iter().copied());
+                running.insert(*id);
+                first_any.get_or_insert(*id);
+                match bp.req.scope.pid() {
+                    Some(pid) => {
+                        first_of_task.entry(pid).or_insert(*id);
+                    }
+                    None => {
+                        first_cpu_wide.get_or_insert(*id);
+                    }
+                }
+                continue;
+            }
+            // Left out. If it could run beside the pinned ones alone, some
+            // armed breakpoint ahead of it in the order competes for its
+            // registers: of its task or cpu-wide (task scope), or any
+            // (cpu-wide scope). The first such one goes to the back at the
+            // next rotation, so the breakpoints ahead of this one that can
+            // block it only ever decrease: it runs within as many rotations.
+            let alone = if bp.req.exclusive {
+                units
+            } else {
+                (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
+            };
+            if self.pinned_load.fits(bp.req.scope, alone, real).is_err() {
+                continue;
+            }
+            match bp.req.scope.pid() {
+                Some(pid) => moves.extend(first_of_task.get(&pid).copied().into_iter().chain(first_cpu_wide)),
+                None => moves.extend(first_any),
+            }
+        }
+        moves.sort_unstable();
+        moves.dedup();
+        let contended = !moves.is_empty();
+        self.pending_moves = moves;
+        if contended && !self.contended {
+            // Contention starts now: the first rotation is one period away.
+            self.last_rotation = Some(now);
+        }
+        self.contended = contended;
+
+        // Group the armed slots by plan, in token order.
+        armed.sort_unstable();
+        armed.dedup();
+        let mut ctx: BTreeMap<Pid, Vec<ContextPiece>> = BTreeMap::new();
+        let mut cpu: Vec<Vec<CpuPiece>> = vec![Vec::new(); self.cfg.cpus as usize];
+        for token in &armed {
+            let Some(slot) = self.slots.get(token) else { continue };
+            let piece = slot.key.piece;
+            match slot.key.scope {
+                Scope::Task { pid, cpu: filter } => {
+                    let cpu = filter.map_or(CpuFilter::Any, CpuFilter::Only);
+                    ctx.entry(pid).or_default().push(ContextPiece { piece, token: *token, cpu });
+                }
+                Scope::Cpu(c) => {
+                    if let Some(v) = cpu.get_mut(c as usize) {
+                        v.push(CpuPiece { piece, token: *token });
+                    }
+                }
+                Scope::AllCpus => {
+                    for v in cpu.iter_mut() {
+                        v.push(CpuPiece { piece, token: *token });
+                    }
+                }
+            }
+        }
+        let mut changes = PlanChanges::default();
+        let gone: Vec<Pid> = self.ctx_plans.keys().copied().filter(|p| !ctx.contains_key(p)).collect();
+        for pid in gone {
+            if self.install_task_plan(pid, &[]) {
+                changes.tasks.push(pid);
+            }
+        }
+        for (pid, pieces) in ctx {
+            if self.install_task_plan(pid, &pieces) {
+                changes.tasks.push(pid);
+            }
+        }
+        changes.tasks.sort_unstable();
+        for (c, pieces) in cpu.into_iter().enumerate() {
+            if self.install_cpu_plan(c as CpuId, &pieces) {
+                changes.cpus.push(c as CpuId);
+            }
+        }
+
+        for (id, bp) in self.bps.iter_mut() {
+            let r = running.contains(id);
+            if r != bp.running {
+                bp.accrue(now);
+                bp.running = r;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            slot.routed.clear();
+            slot.routed.extend(slot.users.iter().copied().filter(|u| running.contains(u)));
+        }
+        changes
+    }
+
+    /// With no flexible breakpoint, each plan holds exactly the enabled
+    /// pinned breakpoints of its own scope: recompute only the scopes that
+    /// changed. Same result as [`Engine::replan`], in time proportional to
+    /// the change.
+    pub(super) fn replan_dirty_scopes(&mut self, now: Nanos) -> PlanChanges {
+        debug_assert!(self.rotation.is_empty());
+        self.contended = false;
+        let mut tasks: Vec<Pid> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
+        tasks.sort_unstable();
+        let cpus: Vec<CpuId> = if std::mem::take(&mut self.dirty_all_cpus) {
+            self.dirty_cpus.clear();
+            (0..self.cfg.cpus).collect()
+        } else {
+            let mut cpus: Vec<CpuId> = std::mem::take(&mut self.dirty_cpus).into_iter().collect();
+            cpus.sort_unstable();
+            cpus
+        };
+        let mut changes = PlanChanges::default();
+        for pid in tasks {
+            let ids: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            if ids.is_empty() && !self.ctx_plans.contains_key(&pid) {
+                continue;
+            }
+            let armed = self.arm_pinned(&ids, now);
+            let pieces: Vec<ContextPiece> = armed
+                .iter()
+                .filter_map(|t| {
+                    let slot = self.slots.get(t)?;
+                    let Scope::Task { cpu, .. } = slot.key.scope else { return None };
+                    Some(ContextPiece {
+                        piece: slot.key.piece,
+                        token: *t,
+                        cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only),
+                    })
+                })
+                .collect();
+            if self.install_task_plan(pid, &pieces) {
+                changes.tasks.push(pid);
+            }
+        }
+        let all: Vec<BpId> = self.all_cpu_bps.iter().copied().collect();
+        let all_armed = self.arm_pinned(&all, now);
+        for c in cpus {
+            let ids: Vec<BpId> = self.cpu_bps.get(c as usize).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let mut armed = self.arm_pinned(&ids, now);
+            armed.extend(all_armed.iter().copied());
+            let pieces: Vec<CpuPiece> = armed
+                .iter()
+                .filter_map(|t| Some(CpuPiece { piece: self.slots.get(t)?.key.piece, token: *t }))
+                .collect();
+            if self.install_cpu_plan(c, &pieces) {
+                changes.cpus.push(c);
+            }
+        }
+        changes
+    }
+
+    /// Mark the enabled ones of these pinned breakpoints running (the rest
+    /// not), refresh the routes of their slots, and return their slots.
+    fn arm_pinned(&mut self, ids: &[BpId], now: Nanos) -> BTreeSet<Token> {
+        let mut armed = BTreeSet::new();
+        let mut touched = Vec::new();
+        for id in ids {
+            let Some(bp) = self.bps.get_mut(id) else { continue };
+            let run = bp.req.pinned && bp.enabled && bp.alive;
+            if run != bp.running {
+                bp.accrue(now);
+                bp.running = run;
+            }
+            if run {
+                armed.extend(bp.tokens.iter().copied());
+            }
+            touched.extend(bp.tokens.iter().copied());
+        }
+        for t in touched {
+            let Some(slot) = self.slots.get(&t) else { continue };
+            let routed: Vec<BpId> =
+                slot.users.iter().copied().filter(|u| self.bps.get(u).is_some_and(|b| b.running)).collect();
+            if let Some(slot) = self.slots.get_mut(&t) {
+                slot.routed = routed;
+            }
+        }
+        armed
+    }
+
+    /// Install task `pid`'s plan from `pieces` (token order): pieces that
+    /// stay keep their index, new ones take the places of departed ones
+    /// first and then go to the end, so composition keeps what stays in its
+    /// register as far as the plan order can say; `true` if it changed.
+    fn install_task_plan(&mut self, pid: Pid, pieces: &[ContextPiece]) -> bool {
+        if pieces.is_empty() {
+            return self.ctx_plans.remove(&pid).is_some();
+        }
+        let old = self.ctx_plans.get(&pid);
+        let stays = |t: Token| pieces.iter().any(|p| p.token == t);
+        let mut order: Vec<Option<ContextPiece>> =
+            old.into_iter().flat_map(|p| p.iter()).map(|p| stays(p.token).then_some(*p)).collect();
+        let was = |t: Token| old.is_some_and(|o| o.iter().any(|p| p.token == t));
+        let mut fresh = pieces.iter().filter(|p| !was(p.token)).copied();
+        for hole in order.iter_mut().filter(|p| p.is_none()) {
+            *hole = fresh.next();
+        }
+        order.extend(fresh.map(Some));
+        let mut plan = ContextPlan::EMPTY;
+        for p in order.into_iter().flatten() {
+            if let Err(e) = plan.push(p) {
+                debug_assert!(false, "planner overfilled the plan of task {pid}: {e}");
+                log::error!("hwbp-engine: internal: plan of task {pid}: {e}");
+            }
+        }
+        if old == Some(&plan) {
+            return false;
+        }
+        self.ctx_plans.insert(pid, plan);
+        true
+    }
+
+    /// Install `cpu`'s plan: pieces that stay keep their register, new ones
+    /// take the lowest free ones; `true` if it changed.
+    fn install_cpu_plan(&mut self, cpu: CpuId, pieces: &[CpuPiece]) -> bool {
+        let Some(old) = self.cpu_plans.get_mut(cpu as usize) else { return false };
+        let mut plan = CpuPlan::EMPTY;
+        let mut fresh = Vec::new();
+        for p in pieces {
+            match old.iter().find(|(_, o)| o.token == p.token) {
+                Some((slot, _)) => plan.set(slot, Some(*p)),
+                None => fresh.push(*p),
+            }
+        }
+        let mut fresh = fresh.into_iter();
+        for slot in Slot::ALL {
+            if plan.get(slot).is_none() {
+                match fresh.next() {
+                    Some(p) => plan.set(slot, Some(p)),
+                    None => break,
+                }
+            }
+        }
+        debug_assert!(fresh.next().is_none(), "planner overfilled cpu {cpu}");
+        if *old == plan {
+            return false;
+        }
+        *old = plan;
+        true
+    }
+}
