@@ -6,7 +6,7 @@
 //! is the incremental path when no flexible breakpoint exists. Both install
 //! plans so that what stays keeps its place. See the crate README.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use hwbp_kern::plan::CpuPiece;
 use hwbp_kern::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, Slot, Token};
@@ -24,9 +24,9 @@ impl Engine {
         self.dirty_cpus.clear();
         self.dirty_all_cpus = false;
         let mut load = self.pinned_load.clone();
-        let mut placed: FxHashSet<Token> = FxHashSet::default();
-        let mut armed: Vec<Token> = Vec::new();
-        let mut running: FxHashSet<BpId> = FxHashSet::default();
+        let mut placed: FxHashSet<Token> = FxHashSet::with_capacity_and_hasher(self.slots.len(), Default::default());
+        let mut armed: Vec<Token> = Vec::with_capacity(self.slots.len());
+        let mut running: FxHashSet<BpId> = FxHashSet::with_capacity_and_hasher(self.bps.len(), Default::default());
         for id in &self.pinned {
             let Some(bp) = self.bps.get(id) else { continue };
             if bp.enabled {
@@ -102,7 +102,7 @@ impl Engine {
         // Group the armed slots by plan, in token order.
         armed.sort_unstable();
         armed.dedup();
-        let mut ctx: BTreeMap<Pid, Vec<ContextPiece>> = BTreeMap::new();
+        let mut ctx: Vec<(Pid, ContextPiece)> = Vec::with_capacity(armed.len());
         let mut cpu: Vec<Vec<CpuPiece>> = vec![Vec::new(); self.cfg.cpus as usize];
         for token in &armed {
             let Some(slot) = self.slots.get(token) else { continue };
@@ -110,7 +110,7 @@ impl Engine {
             match slot.key.scope {
                 Scope::Task { pid, cpu: filter } => {
                     let cpu = filter.map_or(CpuFilter::Any, CpuFilter::Only);
-                    ctx.entry(pid).or_default().push(ContextPiece { piece, token: *token, cpu });
+                    ctx.push((pid, ContextPiece { piece, token: *token, cpu }));
                 }
                 Scope::Cpu(c) => {
                     if let Some(v) = cpu.get_mut(c as usize) {
@@ -124,15 +124,23 @@ impl Engine {
                 }
             }
         }
+        // Stable: each task's pieces stay in token order.
+        ctx.sort_by_key(|&(pid, _)| pid);
         let mut changes = PlanChanges::default();
-        let gone: Vec<Pid> = self.ctx_plans.keys().copied().filter(|p| !ctx.contains_key(p)).collect();
-        for pid in gone {
-            if self.install_task_plan(pid, &[]) {
+        let mut planned: Vec<Pid> = Vec::new();
+        let mut pieces: Vec<ContextPiece> = Vec::new();
+        for group in ctx.chunk_by(|a, b| a.0 == b.0) {
+            let pid = group[0].0;
+            pieces.clear();
+            pieces.extend(group.iter().map(|&(_, p)| p));
+            if self.install_task_plan(pid, &pieces) {
                 changes.tasks.push(pid);
             }
+            planned.push(pid);
         }
-        for (pid, pieces) in ctx {
-            if self.install_task_plan(pid, &pieces) {
+        let gone: Vec<Pid> = self.ctx_plans.keys().copied().filter(|p| planned.binary_search(p).is_err()).collect();
+        for pid in gone {
+            if self.install_task_plan(pid, &[]) {
                 changes.tasks.push(pid);
             }
         }
