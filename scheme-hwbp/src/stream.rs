@@ -8,8 +8,9 @@ use libhwbp::abi::{EventRecord, EVENT_RECORD_SIZE};
 /// A bounded queue of hit records that drops the *oldest* record when full
 /// and counts what it dropped.
 ///
-/// Invariant: `records.len() <= capacity`, and the deque never grows past
-/// the capacity it was created with, so pushing never allocates.
+/// Invariant: `records.len() <= capacity`. Storage grows on demand (an
+/// idle breakpoint costs no ring memory) and never past what `capacity`
+/// records need, so once a ring has filled, pushing never allocates.
 #[derive(Debug)]
 pub struct EventRing {
     records: VecDeque<EventRecord>,
@@ -20,7 +21,7 @@ pub struct EventRing {
 impl EventRing {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        EventRing { records: VecDeque::with_capacity(capacity), capacity, lost: 0 }
+        EventRing { records: VecDeque::new(), capacity, lost: 0 }
     }
 
     pub fn push(&mut self, record: EventRecord) {
@@ -40,9 +41,7 @@ impl EventRing {
             self.records.pop_front();
             self.lost = self.lost.saturating_add(1);
         }
-        if capacity > self.capacity {
-            self.records.reserve_exact(capacity - self.records.len());
-        } else {
+        if capacity < self.capacity {
             self.records.shrink_to(capacity);
         }
         self.capacity = capacity;

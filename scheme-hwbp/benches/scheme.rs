@@ -1,0 +1,210 @@
+//! hwbpd benchmarks (issue 3), printed side by side in one run:
+//!
+//! 1. open + close of one breakpoint through `SchemeSync` with 0, 1,000
+//!    and 100,000 breakpoints already open;
+//! 2. hit records per second from the simulated #DB path (DR model ->
+//!    `handle_debug_exception` -> per-CPU `HitRing` -> hwbpd -> event ring)
+//!    to a reader taking 4,096 records per read, beside the kernel half
+//!    alone as the reference; allocations per hit counted;
+//! 3. one rotation tick with 10,000 flexible breakpoints.
+//!
+//! `cargo bench -p hwbpd --bench scheme`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hwbp_kern::abi::HitRecord;
+use hwbpd::scheme::ROOT_HANDLE;
+use hwbpd::sim::dr_model::MemAccess;
+use hwbpd::{Config, HwbpScheme, Kernel, SimKernel};
+use libhwbp::abi::EVENT_RECORD_SIZE;
+use redox_scheme::OpenResult;
+use redox_scheme::scheme::SchemeSync;
+
+struct CountingAlloc;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+const ROOT: u32 = 0;
+const BASE: u64 = 0x10_0000;
+
+fn open(s: &mut HwbpScheme<SimKernel>, path: &str) -> usize {
+    let ctx = hwbpd::caller_ctx(1, ROOT, 0);
+    match s.openat(ROOT_HANDLE, path, 0, 0, &ctx) {
+        Ok(OpenResult::ThisScheme { number, .. }) => number,
+        other => panic!("open {path}: {other:?}"),
+    }
+}
+
+fn per_op(d: Duration, n: u64) -> f64 {
+    d.as_nanos() as f64 / n as f64
+}
+
+/// `already` flexible breakpoints over tasks of 100 each, then open+close
+/// of one more, `rounds` times.
+fn open_close(already: u64, rounds: u64) -> (f64, Duration) {
+    let tasks = already.div_ceil(100).max(1);
+    let mut sim = SimKernel::new(4);
+    let pids: Vec<u32> = (0..tasks).map(|_| sim.spawn(1000)).collect();
+    let mut s = HwbpScheme::new(sim, Config::default());
+    let setup = Instant::now();
+    for i in 0..already {
+        let pid = pids[(i / 100) as usize];
+        open(&mut s, &format!("task/{pid}/mem:{:#x}/8:w", BASE + 8 * (i % 100)));
+    }
+    let setup = setup.elapsed();
+    let pid = pids[0];
+    let path = format!("task/{pid}/mem:{:#x}/8:w", BASE + 0x10_0000);
+    let t = Instant::now();
+    for _ in 0..rounds {
+        let fd = open(&mut s, black_box(&path));
+        s.on_close(fd);
+    }
+    (per_op(t.elapsed(), rounds), setup)
+}
+
+/// Hits through the whole path: simulated accesses, the kernel handler,
+/// hwbpd routing into the event ring, and a reader taking `batch` records
+/// per read. Returns (records/s, allocations per hit).
+fn hits_to_reader(hits: u64, batch: usize) -> (f64, f64) {
+    let mut sim = SimKernel::new(1);
+    let pid = sim.spawn(1000);
+    let tid = sim.main_thread(pid).unwrap();
+    sim.switch(0, Some(tid)).unwrap();
+    let mut s = HwbpScheme::new(sim, Config::default());
+    let fd = open(&mut s, &format!("task/{pid}/mem:{BASE:#x}/8:w?ring=65536"));
+    let efd = match s.dup(fd, b"events", &hwbpd::caller_ctx(1, ROOT, 0)) {
+        Ok(OpenResult::ThisScheme { number, .. }) => number,
+        other => panic!("{other:?}"),
+    };
+    let ctx = hwbpd::caller_ctx(1, ROOT, 0);
+    let mut buf = vec![0u8; batch * EVENT_RECORD_SIZE];
+    let mut got = 0u64;
+    let allocs_before = ALLOCS.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let mut made = 0;
+    while made < hits {
+        for _ in 0..batch {
+            s.kernel_mut().run(tid, MemAccess::write(BASE, 8)).unwrap();
+        }
+        made += batch as u64;
+        let n = s.read(efd, &mut buf, 0, 0, &ctx).unwrap();
+        got += (n / EVENT_RECORD_SIZE) as u64;
+        black_box(&buf);
+    }
+    let elapsed = t.elapsed();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs_before;
+    assert_eq!(got, made, "every record reached the reader");
+    (made as f64 / elapsed.as_secs_f64(), allocs as f64 / made as f64)
+}
+
+/// The reference: the kernel half alone (accesses into the per-CPU ring,
+/// drained in batches), no server.
+fn hits_kernel_only(hits: u64, batch: usize) -> f64 {
+    let mut sim = SimKernel::new(1);
+    let pid = sim.spawn(1000);
+    let tid = sim.main_thread(pid).unwrap();
+    sim.switch(0, Some(tid)).unwrap();
+    let piece = hwbp_kern::Piece::new(BASE, hwbp_kern::Len::Eight, hwbp_kern::Access::Write).unwrap();
+    let plan = hwbp_kern::ContextPlan::from_pieces([hwbp_kern::ContextPiece { piece, token: 1, cpu: hwbp_kern::CpuFilter::Any }]).unwrap();
+    sim.set_task_plan(pid, &plan).unwrap();
+    let mut out = vec![HitRecord::ZERO; batch];
+    let mut got = 0u64;
+    let t = Instant::now();
+    while got < hits {
+        for _ in 0..batch {
+            sim.run(tid, MemAccess::write(BASE, 8)).unwrap();
+        }
+        got += sim.drain_hits(&mut out) as u64;
+        black_box(&out);
+    }
+    hits as f64 / t.elapsed().as_secs_f64()
+}
+
+/// One rotation tick with `total` flexible breakpoints, `per_task` per task.
+fn rotation_tick(total: u64, per_task: u64, ticks: u64) -> f64 {
+    let tasks = total / per_task;
+    let mut sim = SimKernel::new(4);
+    let pids: Vec<u32> = (0..tasks).map(|_| sim.spawn(1000)).collect();
+    // The first four tasks run, so their plans reach registers.
+    for (cpu, &pid) in pids.iter().take(4).enumerate() {
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(cpu as u32, Some(tid)).unwrap();
+    }
+    let mut s = HwbpScheme::new(sim, Config::default());
+    for i in 0..total {
+        let pid = pids[(i / per_task) as usize];
+        open(&mut s, &format!("task/{pid}/mem:{:#x}/8:w", BASE + 8 * (i % per_task)));
+    }
+    let rotation = s.config().rotation_ns;
+    s.kernel_mut().advance(rotation);
+    s.tick();
+    let t = Instant::now();
+    for _ in 0..ticks {
+        s.kernel_mut().advance(rotation);
+        s.tick();
+    }
+    per_op(t.elapsed(), ticks)
+}
+
+fn main() {
+    if let Ok(n) = std::env::var("HWBP_BENCH_SETUP") {
+        for n in n.split(',').map(|n| n.parse::<u64>().unwrap()) {
+            let (ns, setup) = open_close(n, 100);
+            println!("{n} open: setup {:.2} s, open+close {ns:.0} ns", setup.as_secs_f64());
+        }
+        return;
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("hwbpd benchmarks on {cpu} ({} threads)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+
+    println!("\n1. open+close of one breakpoint through SchemeSync");
+    println!("   already open   ns per open+close   (setup)");
+    // 100,000 takes ~O(n^2) to set up while the engine replans every
+    // breakpoint on each open (see README): only with HWBP_BENCH_FULL=1.
+    let full = std::env::var("HWBP_BENCH_FULL").is_ok_and(|v| v == "1");
+    let sizes: &[(u64, u64)] =
+        if full { &[(0, 20_000), (1_000, 2_000), (10_000, 200), (100_000, 20)] } else { &[(0, 20_000), (1_000, 2_000), (10_000, 200)] };
+    for &(already, rounds) in sizes {
+        let (ns, setup) = open_close(already, rounds);
+        println!("   {already:>12}   {ns:>17.0}   ({:.1} s to open them)", setup.as_secs_f64());
+    }
+
+    println!("\n2. hit records per second, simulated #DB -> reader (4,096 records per read)");
+    let hits = 1_000 * 4_096;
+    let kernel = hits_kernel_only(hits, 4096);
+    let (full, allocs) = hits_to_reader(hits, 4096);
+    println!("   kernel half only (reference): {:>6.1} M records/s", kernel / 1e6);
+    println!("   through hwbpd to the reader:  {:>6.1} M records/s   ({allocs:.6} allocations per hit; goal > 10 M/s)", full / 1e6);
+
+    println!("\n3. one rotation tick with 10,000 flexible breakpoints");
+    for (per_task, label) in [(10_000, "all on one task"), (100, "100 per task, 100 tasks"), (4, "4 per task, 2,500 tasks (nothing to rotate)")] {
+        let ns = rotation_tick(10_000, per_task, 200);
+        println!("   {label:<45} {:>9.3} us per tick", ns / 1e3);
+    }
+}
