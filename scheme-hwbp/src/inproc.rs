@@ -137,3 +137,49 @@ impl<K: Kernel> Transport for InProcess<K> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use crate::sim::dr_model::MemAccess;
+    use libhwbp::abi::{Access, Target};
+    use libhwbp::{Batch, Breakpoint};
+
+    const A: u64 = 0x6000;
+
+    fn setup() -> (InProcess, u32, crate::sim::Tid) {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(1000);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        (InProcess::new(HwbpScheme::new(sim, Config::default()), pid, 1000), pid, tid)
+    }
+
+    #[test]
+    fn the_typed_client_counts_and_streams_hits_through_the_in_process_transport() {
+        let (t, _pid, tid) = setup();
+        let bp = Breakpoint::watch(A).len(8).access(Access::Write).open(&t).unwrap();
+        assert!(bp.path_string().unwrap().starts_with("task/"), "self resolved, no scheme prefix");
+        let mut stream = bp.events().unwrap();
+        let mut recs = [libhwbp::abi::EventRecord::default(); 4];
+        assert_eq!(stream.next_batch(&mut recs).unwrap(), Batch::Empty, "cannot block: empty");
+        t.with_kernel(|k| k.run(tid, MemAccess::write(A, 8))).unwrap();
+        assert_eq!(stream.try_next_batch(&mut recs).unwrap(), Batch::Records(1));
+        assert_eq!(bp.read_count().unwrap().value, 1);
+        drop(stream);
+        drop(bp);
+        assert_eq!(t.with_kernel(|k| k.armed_slots()), 0, "closed on drop, disarmed");
+    }
+
+    #[test]
+    fn errors_carry_the_contract_errno_and_callers_keep_their_uid() {
+        let (t, pid, _) = setup();
+        let stranger = t.caller(pid + 1000, 1001);
+        let err = Breakpoint::watch(A).target(Target::Task(pid.into())).open(&stranger).unwrap_err();
+        assert_eq!(err.errno(), Some(libhwbp::abi::errno::EPERM));
+        let root = t.caller(1, 0);
+        Breakpoint::watch(A).target(Target::Task(pid.into())).open(&root).unwrap();
+        assert_eq!(t.close(12345).unwrap_err().raw_os_error(), Some(libhwbp::abi::errno::EBADF));
+    }
+}

@@ -333,42 +333,33 @@ impl<K: Kernel> HwbpScheme<K> {
 
     fn notify_streams(handles: &HashMap<usize, Handle>, notices: &mut Vec<FeventNotice>, id: BpId) {
         for (&handle, h) in handles {
-            if let Handle::Events { bp, subscribed } = h {
-                if *bp == id && subscribed.contains(EVENT_READ) {
-                    notices.push(FeventNotice { handle, flags: EVENT_READ });
-                }
+            if let Handle::Events { bp, subscribed } = h
+                && *bp == id
+                && subscribed.contains(EVENT_READ)
+            {
+                notices.push(FeventNotice { handle, flags: EVENT_READ });
             }
         }
     }
 
     fn end_task(&mut self, pid: Pid) {
         let now = self.kernel.now_ns();
-        // Freeze the times while the engine still knows the breakpoints.
-        let ids: Vec<BpId> = self
-            .bps
-            .iter()
-            .filter(|(_, bp)| bp.open && !bp.ended && task_of(&bp.path) == Some(pid))
-            .map(|(&id, _)| id)
-            .collect();
-        for &id in &ids {
+        // The engine keeps ended breakpoints (times frozen) until closed.
+        for id in self.engine.task_exited(pid, now) {
             let times = self.engine.times(id, now);
-            if let Some(bp) = self.bps.get_mut(&id) {
-                bp.final_times = times.or(bp.final_times);
-            }
-        }
-        let ended = self.engine.task_exited(pid, now);
-        for id in ended.iter().chain(ids.iter()) {
-            if let Some(bp) = self.bps.get_mut(id) {
-                if !bp.ended {
-                    bp.ended = true;
-                    if bp.streams > 0 {
-                        // Readable: the stream ends (read returns 0 when empty).
-                        Self::notify_streams(&self.handles, &mut self.notices, *id);
-                    }
+            let Some(bp) = self.bps.get_mut(&id) else { continue };
+            bp.final_times = times.or(bp.final_times);
+            if !bp.ended {
+                bp.ended = true;
+                if bp.streams > 0 {
+                    // Readable: the stream ends (read returns 0 when empty).
+                    Self::notify_streams(&self.handles, &mut self.notices, id);
                 }
             }
         }
-        let _ = self.apply_changes(now);
+        if let Err(e) = self.apply_changes(now) {
+            log::error!("hwbpd: exit of task {pid}: pushing plans failed: {}", e.why);
+        }
     }
 
     /// The rotation timer: collect hits, let the engine rotate flexible
@@ -398,14 +389,10 @@ impl<K: Kernel> HwbpScheme<K> {
     /// plans that do not grow, then task plans, then CPU plans that grow.
     fn push_plans(&mut self, tasks: &[Pid], cpus: &[CpuId]) -> std::result::Result<(), Refusal> {
         let mut first_error = None;
-        let cpu_len = |k: &K, e: &Engine, cpu: CpuId| (e.cpu_plan(cpu).len(), k.cpu_count() > cpu);
         let mut grow = Vec::new();
-        for &cpu in cpus {
-            let (new_len, exists) = cpu_len(&self.kernel, &self.engine, cpu);
-            if !exists {
-                continue;
-            }
-            if new_len > self.loaded_cpu_len(cpu) {
+        let cpu_count = self.kernel.cpu_count();
+        for &cpu in cpus.iter().filter(|&&cpu| cpu < cpu_count) {
+            if self.engine.cpu_plan(cpu).len() > self.loaded_cpu_len(cpu) {
                 grow.push(cpu);
             } else if let Err(e) = self.push_cpu_plan(cpu) {
                 first_error.get_or_insert(e);
@@ -716,12 +703,6 @@ fn scope_of(target: Target) -> Scope {
     }
 }
 
-fn task_of(path: &OpenPath) -> Option<Pid> {
-    match path.target {
-        Target::Task(pid) | Target::TaskOnCpu { pid, .. } => Pid::try_from(pid).ok(),
-        _ => None,
-    }
-}
 
 impl<K: Kernel> Drop for HwbpScheme<K> {
     /// The server is going away: nothing it armed stays armed.

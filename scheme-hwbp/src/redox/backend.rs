@@ -1,38 +1,29 @@
 //! [`RedoxKernel`]: the [`Kernel`] interface over the patched Redox kernel,
 //! speaking `kernel-patch/ABI.md` with the encoders of `hwbp_kern::abi`.
 //!
-//! Handles it holds (all on the kernel's `proc:` scheme):
+//! Handles it holds (all on the kernel's `proc:` scheme, all dup'ed from
+//! the control handle except the control handle itself):
 //! - `hwbp-control`, dup'ed from the proc: authority at start (root only,
-//!   one holder): the hit stream, read until EAGAIN when the event queue
-//!   says it is readable; closing it (or hwbpd dying) disarms everything;
+//!   one holder; see [`acquire_control`]): the hit stream, read until EAGAIN
+//!   when the event queue says it is readable; closing it (or hwbpd dying)
+//!   disarms everything;
 //! - `cpu-<n>` for every CPU (probed from 0 until ESRCH): CPU plans, and the
 //!   per-CPU `dropped` counter;
-//! - per thread of each task with a non-empty plan,
-//!   `auth-<control fd>-regs/debug` dup'ed on the thread's kernel context
-//!   handle, which procmgr provides (see below).
+//! - for each task with a non-empty plan, `regs/debug-<id>` for each of its
+//!   threads, whose debug ids a read of `threads-<pid>` lists (the kernel's
+//!   lookup by pid: no procmgr involved).
 //!
-//! Tasks are found in `sys:context` ([`super::contexts`]): permission checks
-//! (euid), exits, and new threads, by rescanning at most every
-//! [`SCAN_INTERVAL_NS`] (a new thread runs unwatched until the next scan,
-//! and an exit is reported up to that late). Hit timestamps are TSC ticks,
-//! converted with [`TscClock`]; the daemon feeds it a sample per tick.
+//! No notification of new threads or exits exists, so the backend rescans
+//! at most every [`SCAN_INTERVAL_NS`] (driven by the rotation tick and hit
+//! collection): `sys:context` ([`super::contexts`]) for exits (and euids for
+//! permission checks, read fresh at open), and `threads-<pid>` of every
+//! armed task, whose new threads get the plan and whose dead ones are
+//! dropped. A thread created between scans runs unwatched until the next
+//! one, and an exit is reported up to that late. Hit timestamps are TSC
+//! ticks, converted with [`TscClock`]; the daemon feeds it a sample per tick.
 //!
 //! All calls go through [`Sys`]: [`super::sys::RedoxSys`] on Redox, a model
 //! of the ABI in the tests below.
-//!
-//! Getting thread context handles is the part upstream Redox does not offer
-//! yet: the kernel hands them only to procmgr (`new-context`), and procmgr
-//! gives a `thread-<i>` handle only on a process's *own* proc handle (its
-//! `on_openat` knows `init`, `ps` and `proc-creds-capability`; nothing opens
-//! another pid). The backend therefore asks procmgr for the process
-//! by pid at [`PROCMGR_PROCESS_BY_PID`], a root-only handle procmgr would
-//! have to add; upstream answers ENOENT and every task target fails with EIO
-//! and one log line, while cpu-wide targets (`cpu/<n>`, `cpu/all`) need only
-//! the control handle and work. From the process handle it uses procmgr's
-//! existing protocol: `dup(proc, "thread-<i>")`, then `dup(thread,
-//! "open_via_dup")`, which procmgr forwards to the kernel, returning a kernel
-//! context handle in hwbpd's own file table (so the `auth-<fd>` number
-//! resolves there).
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -49,21 +40,21 @@ use crate::kernel::{Kernel, KernelError, Pid, TaskInfo};
 
 /// The listing of every context, with pid, euid and state.
 pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
-/// procmgr's scheme.
-pub const PROCMGR_ROOT: &str = "/scheme/proc";
-/// NOT IN UPSTREAM PROCMGR (see the module docs): the root-only handle of
-/// process `<pid>`, `/scheme/proc/pid-<pid>`, on which procmgr's existing
-/// `thread-<i>` dup works.
-pub const PROCMGR_PROCESS_BY_PID: &str = "pid-";
 /// The control handle's name on the proc: authority.
 pub const CONTROL_NAME: &str = "hwbp-control";
 /// An fd of the proc: authority handed to hwbpd by whoever starts it.
 pub const AUTHORITY_FD_VAR: &str = "HWBPD_PROC_AUTHORITY_FD";
 /// The kernel's proc: scheme as a namespace path.
 pub const KERNEL_PROC: &str = "/scheme/kernel.proc";
-/// Upper bound when probing `cpu-<n>` and `thread-<i>` (loops end earlier,
-/// at the first ESRCH / ENOENT).
+/// Upper bound when probing `cpu-<n>` (the loop ends at the first ESRCH).
 const MAX_PROBE: usize = 4096;
+/// Thread ids read from `threads-<pid>` at first; the buffer grows while a
+/// read fills it, up to [`MAX_THREADS`].
+const THREAD_READ_START: usize = 64;
+/// More threads than this in one process are not all armed (logged).
+const MAX_THREADS: usize = 65_536;
+/// Size of one id in a `threads-<pid>` read.
+const THREAD_ID_SIZE: usize = 4;
 /// A CPU handle read with room for the two trailing counters.
 const CPU_READ_SIZE: usize = CPU_PLAN_SIZE + 16;
 /// Offset of `dropped` in that read.
@@ -119,11 +110,12 @@ pub fn acquire_control<S: Sys>(sys: &S, authority_var: Option<&str>) -> Result<S
     sys.dup(&authority, CONTROL_NAME).map_err(|errno| StartError { what: "dup(kernel.proc, hwbp-control)", errno })
 }
 
-/// A task with a non-empty plan: the plan as last written, and one
-/// `regs/debug` handle per thread it was written through.
+/// A task with a non-empty plan: the plan as last written, and the
+/// `regs/debug-<id>` handle of each thread it was written through, by
+/// debug id.
 struct ArmedTask<F> {
     bytes: Vec<u8>,
-    threads: Vec<F>,
+    threads: BTreeMap<u32, F>,
 }
 
 /// The Redox kernel, through the hwbp proc: handles. See the module docs.
@@ -201,52 +193,53 @@ impl<S: Sys> RedoxKernel<S> {
         self.clock.hz()
     }
 
-    /// Kernel context handles of every thread of `pid`, from procmgr.
-    fn thread_contexts(&self, pid: Pid) -> Result<Vec<S::Fd>, Errno> {
-        let process = self.sys.open(&format!("{PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}"))?;
-        let mut out = Vec::new();
-        for i in 0..MAX_PROBE {
-            let thread = match self.sys.dup(&process, &format!("thread-{i}")) {
-                Ok(fd) => fd,
-                Err(ENOENT) => break,
-                Err(e) => return Err(e),
-            };
-            out.push(self.sys.dup(&thread, "open_via_dup")?);
+    /// Debug ids of the live threads of `pid` (`threads-<pid>`: one read,
+    /// retried with a larger buffer while the list fills it).
+    fn thread_ids(&self, pid: Pid) -> Result<Vec<u32>, Errno> {
+        let list = self.sys.dup(&self.control, &format!("threads-{pid}"))?;
+        let mut cap = THREAD_READ_START;
+        loop {
+            let mut buf = vec![0u8; cap * THREAD_ID_SIZE];
+            let n = self.sys.read(&list, &mut buf)?;
+            if n < buf.len() || cap >= MAX_THREADS {
+                if n == buf.len() {
+                    log::warn!("hwbpd: task {pid} has {cap} threads or more; only the first {cap} are armed");
+                }
+                let ids = buf.get(..n).unwrap_or(&[]).chunks_exact(THREAD_ID_SIZE);
+                return Ok(ids.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+            }
+            cap = cap.saturating_mul(4).min(MAX_THREADS);
         }
-        Ok(out)
     }
 
-    /// `regs/debug` handles for every thread of `pid`.
-    fn open_threads(&self, pid: Pid) -> Result<Vec<S::Fd>, KernelError> {
-        let contexts = self.thread_contexts(pid).map_err(|errno| {
-            if read_snapshot(&self.sys).is_ok_and(|s| s.task(pid).is_none()) {
-                return KernelError::NoSuchTask(pid);
+    /// `regs/debug-<id>` handles for threads `ids` (a thread that died in
+    /// between, ESRCH, is left out).
+    fn open_threads(&self, pid: Pid, ids: &[u32]) -> Result<BTreeMap<u32, S::Fd>, KernelError> {
+        let mut out = BTreeMap::new();
+        for &id in ids {
+            match self.sys.dup(&self.control, &format!("regs/debug-{id}")) {
+                Ok(fd) => {
+                    out.insert(id, fd);
+                }
+                Err(ESRCH) => {}
+                Err(e) => return Err(refused(pid, e)),
             }
-            log::warn!(
-                "hwbpd: cannot get the threads of task {pid} from procmgr ({PROCMGR_ROOT}/{PROCMGR_PROCESS_BY_PID}{pid}): \
-                 errno {errno}; task targets need a procmgr handle upstream Redox lacks (scheme-hwbp/src/redox/README.md)"
-            );
-            KernelError::Refused("no thread handles for the task (procmgr)")
-        })?;
-        if contexts.is_empty() {
-            return Err(KernelError::NoSuchTask(pid));
         }
-        let name = format!("auth-{}-regs/debug", self.sys.raw(&self.control));
-        contexts.iter().map(|ctx| self.sys.dup(ctx, &name).map_err(|e| refused(pid, e))).collect()
+        Ok(out)
     }
 
     /// Write `bytes` through every handle; on a failure, put `previous` back
     /// on the ones already written (best effort) and fail. A thread that
     /// died since its handle was opened (ESRCH) is skipped: it never runs
     /// again; if every thread is dead, the task is gone.
-    fn write_all(&self, pid: Pid, threads: &[S::Fd], bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
+    fn write_all(&self, pid: Pid, threads: &BTreeMap<u32, S::Fd>, bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
         let mut live = 0usize;
-        for (i, t) in threads.iter().enumerate() {
+        for (i, t) in threads.values().enumerate() {
             match self.sys.write(t, bytes) {
                 Ok(_) => live += 1,
                 Err(ESRCH) => {}
                 Err(e) => {
-                    for done in threads.iter().take(i) {
+                    for done in threads.values().take(i) {
                         match self.sys.write(done, previous) {
                             Ok(_) | Err(ESRCH) => {}
                             Err(e2) => log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {e2}"),
@@ -256,15 +249,15 @@ impl<S: Sys> RedoxKernel<S> {
                 }
             }
         }
-        if live == 0 && !threads.is_empty() {
+        if live == 0 {
             return Err(KernelError::NoSuchTask(pid));
         }
         Ok(())
     }
 
     /// Clear the plan through every handle (a dead thread has none left).
-    fn clear_all(&self, pid: Pid, threads: &[S::Fd]) {
-        for t in threads {
+    fn clear_all(&self, pid: Pid, threads: &BTreeMap<u32, S::Fd>) {
+        for t in threads.values() {
             match self.sys.write(t, &[]) {
                 Ok(_) | Err(ESRCH) => {}
                 Err(e) => log::warn!("hwbpd: task {pid}: clearing a thread's plan failed: errno {e}"),
@@ -272,20 +265,32 @@ impl<S: Sys> RedoxKernel<S> {
         }
     }
 
-    /// The task gained threads: open handles for all of them, write the
-    /// plan through the new handles, then drop the old ones (closing a
-    /// handle clears a plan only if that handle wrote it last).
-    fn rearm_threads(&mut self, pid: Pid) {
-        let Some(bytes) = self.tasks.get(&pid).map(|t| t.bytes.clone()) else { return };
-        let threads = match self.open_threads(pid) {
-            Ok(t) => t,
+    /// Bring an armed task's handles in line with its threads now: new
+    /// threads get handles and the plan, dead ones lose their handles.
+    fn reconcile(&mut self, pid: Pid) {
+        let ids = match self.thread_ids(pid) {
+            Ok(ids) => ids,
+            Err(e) => return log::warn!("hwbpd: task {pid}: listing its threads failed: errno {e}"),
+        };
+        let Some(task) = self.tasks.get(&pid) else { return };
+        let fresh: Vec<u32> = ids.iter().copied().filter(|id| !task.threads.contains_key(id)).collect();
+        let added = match self.open_threads(pid, &fresh) {
+            Ok(added) => added,
             Err(e) => return log::warn!("hwbpd: task {pid}: its new threads stay unarmed: {e}"),
         };
-        if let Err(e) = self.write_all(pid, &threads, &bytes, &[]) {
-            return log::warn!("hwbpd: task {pid}: arming its new threads failed: {e}");
+        let mut armed = BTreeMap::new();
+        for (id, fd) in added {
+            match self.sys.write(&fd, &task.bytes) {
+                Ok(_) => {
+                    armed.insert(id, fd);
+                }
+                Err(ESRCH) => {}
+                Err(e) => log::warn!("hwbpd: task {pid}: thread {id} stays unarmed: errno {e}"),
+            }
         }
         if let Some(task) = self.tasks.get_mut(&pid) {
-            task.threads = threads;
+            task.threads.retain(|id, _| ids.binary_search(id).is_ok());
+            task.threads.extend(armed);
         }
     }
 
@@ -301,15 +306,14 @@ impl<S: Sys> RedoxKernel<S> {
         };
         let changes = self.snapshot.diff(&newer);
         self.snapshot = newer;
-        for pid in changes.grown {
-            if self.tasks.contains_key(&pid) {
-                self.rearm_threads(pid);
-            }
-        }
         for pid in changes.exited {
             // The kernel cleared its plan at exit; the handles just go.
             self.tasks.remove(&pid);
             out.push(pid);
+        }
+        let armed: Vec<Pid> = self.tasks.keys().copied().collect();
+        for pid in armed {
+            self.reconcile(pid);
         }
     }
 }
@@ -365,7 +369,8 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
                 }
             }
             None => {
-                let threads = self.open_threads(pid)?;
+                let ids = self.thread_ids(pid).map_err(|e| refused(pid, e))?;
+                let threads = self.open_threads(pid, &ids)?;
                 self.write_all(pid, &threads, &bytes, &[])?;
                 self.tasks.insert(pid, ArmedTask { bytes, threads });
             }
