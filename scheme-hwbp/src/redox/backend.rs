@@ -22,7 +22,7 @@
 //! one, and an exit is reported up to that late. Hit timestamps are TSC
 //! ticks, converted with [`TscClock`]; the daemon feeds it a sample per tick.
 //!
-//! All calls go through [`Sys`]: [`super::sys::RedoxSys`] on Redox, a model
+//! All calls go through [`Sys`]: `RedoxSys` on Redox, a model
 //! of the ABI in the tests below.
 
 use std::cell::Cell;
@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use hwbp_kern::abi::{self, CPU_PLAN_SIZE, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE};
 use hwbp_kern::plan::MAX_CONTEXT_PIECES;
 use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
-use syscall::error::{EAGAIN, EINVAL, ENOENT, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
+use syscall::error::{EAGAIN, EINVAL, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
 
 use super::contexts::{SCAN_INTERVAL_NS, Snapshot};
 use super::sys::{Errno, Sys};
@@ -416,7 +416,7 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
     }
 
     fn context_pid(&self, context: u64) -> Option<Pid> {
-        // ABI: bits 32-63 are the pid procmgr gave the context (0: kernel).
+        // ABI: bits 32-63 are the context's pid (as procmgr set it; 0: kernel).
         Pid::try_from(context >> 32).ok().filter(|&pid| pid != 0)
     }
 
@@ -458,10 +458,9 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
     }
 }
 
-/// The backend against a model of `kernel-patch/ABI.md` and of procmgr's
-/// thread handles: what it writes is decoded with the kernel's own decoders
-/// (`hwbp_kern::abi`), and handles behave as the ABI says on write, read and
-/// close.
+/// The backend against a model of `kernel-patch/ABI.md`: what it writes is
+/// decoded with the kernel's own decoders (`hwbp_kern::abi`), and handles
+/// behave as the ABI says on dup, write, read and close.
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -473,7 +472,7 @@ mod tests {
     use hwbp_kern::{Access, ContextPiece, CpuFilter, Len, Piece, Slot};
     use redox_scheme::scheme::SchemeSync;
     use redox_scheme::OpenResult;
-    use syscall::error::EBUSY;
+    use syscall::error::{EBUSY, ENOENT};
 
     use super::*;
     use crate::kernel::Uid;
@@ -485,9 +484,7 @@ mod tests {
         Authority,
         Control,
         Cpu(usize),
-        Process(Pid),
-        Thread(u32),
-        Context(u32),
+        Threads(Pid),
         Regs { ctx: u32, control: usize },
         Listing { text: Vec<u8>, at: usize },
     }
@@ -503,10 +500,8 @@ mod tests {
     struct Model {
         next: usize,
         handles: BTreeMap<usize, Kind>,
-        /// Context id -> context; a process's threads in creation order.
+        /// Debug id -> user context.
         contexts: BTreeMap<u32, Ctx>,
-        /// procmgr answers `/scheme/proc/pid-<pid>` (upstream: no).
-        procmgr_by_pid: bool,
         /// The namespace maps `/scheme/kernel.proc` to the authority.
         namespace_authority: bool,
         control: Option<usize>,
@@ -522,7 +517,6 @@ mod tests {
         fn new(cpus: usize) -> Rc<RefCell<Model>> {
             Rc::new(RefCell::new(Model {
                 next: 3,
-                procmgr_by_pid: true,
                 namespace_authority: true,
                 cpu_plans: vec![vec![0; CPU_PLAN_SIZE]; cpus],
                 dropped: vec![0; cpus],
@@ -623,15 +617,6 @@ mod tests {
                 Kind::Listing { text: m.listing(), at: 0 }
             } else if path == KERNEL_PROC && m.namespace_authority {
                 Kind::Authority
-            } else if let Some(pid) = path.strip_prefix("/scheme/proc/pid-") {
-                let pid: Pid = pid.parse().map_err(|_| ENOENT)?;
-                if !m.procmgr_by_pid {
-                    return Err(ENOENT);
-                }
-                if m.threads(pid).is_empty() {
-                    return Err(ESRCH);
-                }
-                Kind::Process(pid)
             } else {
                 return Err(ENOENT);
             };
@@ -650,27 +635,22 @@ mod tests {
                     Kind::Control
                 }
                 Kind::Control => {
-                    let n: usize = name.strip_prefix("cpu-").and_then(|n| n.parse().ok()).ok_or(ENOENT)?;
-                    if n >= m.cpu_plans.len() {
-                        return Err(ESRCH);
+                    let number = |prefix: &str| name.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
+                    if let Some(pid) = number("threads-") {
+                        Kind::Threads(Pid::try_from(pid).map_err(|_| ESRCH)?)
+                    } else if let Some(id) = number("regs/debug-") {
+                        let id = u32::try_from(id).map_err(|_| ESRCH)?;
+                        if !m.contexts.contains_key(&id) {
+                            return Err(ESRCH);
+                        }
+                        Kind::Regs { ctx: id, control: fd.id }
+                    } else {
+                        let n = number("cpu-").ok_or(ESRCH)? as usize;
+                        if n >= m.cpu_plans.len() {
+                            return Err(ESRCH);
+                        }
+                        Kind::Cpu(n)
                     }
-                    Kind::Cpu(n)
-                }
-                &Kind::Process(pid) => {
-                    let i: usize = name.strip_prefix("thread-").and_then(|n| n.parse().ok()).ok_or(EINVAL)?;
-                    Kind::Thread(*m.threads(pid).get(i).ok_or(ENOENT)?)
-                }
-                &Kind::Thread(ctx) if name == "open_via_dup" => Kind::Context(ctx),
-                &Kind::Context(ctx) => {
-                    let control: usize = name
-                        .strip_prefix("auth-")
-                        .and_then(|r| r.strip_suffix("-regs/debug"))
-                        .and_then(|n| n.parse().ok())
-                        .ok_or(ENOENT)?;
-                    if m.control != Some(control) {
-                        return Err(EPERM);
-                    }
-                    Kind::Regs { ctx, control }
                 }
                 _ => return Err(ENOENT),
             };
@@ -694,6 +674,12 @@ mod tests {
                     let n = rest.len().min(buf.len());
                     buf[..n].copy_from_slice(&rest[..n]);
                     *at += n;
+                    Ok(n)
+                }
+                &mut Kind::Threads(pid) => {
+                    let ids: Vec<u8> = m.threads(pid).iter().flat_map(|id| id.to_le_bytes()).collect();
+                    let n = (buf.len() / 4 * 4).min(ids.len());
+                    buf[..n].copy_from_slice(&ids[..n]);
                     Ok(n)
                 }
                 Kind::Control => {
@@ -872,15 +858,22 @@ mod tests {
     }
 
     #[test]
-    fn without_procmgr_support_a_live_task_is_refused_and_a_missing_one_is_esrch() {
+    fn a_task_without_live_threads_is_esrch() {
         let model = Model::new(1);
-        model.borrow_mut().spawn(7, 0, 1);
-        model.borrow_mut().procmgr_by_pid = false;
         let mut k = kernel(&model);
         let plan = watch(0x1000, Len::Four, Access::Write);
-        assert!(matches!(k.set_task_plan(7, &plan), Err(KernelError::Refused(_))));
         assert_eq!(k.set_task_plan(8, &plan), Err(KernelError::NoSuchTask(8)));
         assert_eq!(k.task(8), Err(KernelError::NoSuchTask(8)));
+    }
+
+    #[test]
+    fn many_threads_are_listed_through_a_growing_buffer() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 0, THREAD_READ_START as u32 * 5);
+        let mut k = kernel(&model);
+        let plan = watch(0x1000, Len::Four, Access::Write);
+        k.set_task_plan(7, &plan).unwrap();
+        assert_eq!(model.borrow().plan_of(*threads.last().unwrap()), plan);
     }
 
     #[test]
@@ -902,10 +895,15 @@ mod tests {
         k.take_exits(&mut exits);
         assert_eq!(model.borrow().plan_of(late), plan);
         assert_eq!(exits, vec![9]);
-        // The old handles went after the new ones wrote: nothing cleared.
         for t in model.borrow().threads(7) {
             assert_eq!(model.borrow().plan_of(t), plan);
         }
+        // A thread that ends loses its handle at the next scan.
+        model.borrow_mut().contexts.remove(&late);
+        model.borrow_mut().now_ns += SCAN_INTERVAL_NS;
+        k.take_exits(&mut exits);
+        let regs_of_late = model.borrow().handles.values().filter(|h| matches!(h, Kind::Regs { ctx, .. } if *ctx == late)).count();
+        assert_eq!(regs_of_late, 0);
     }
 
     #[test]

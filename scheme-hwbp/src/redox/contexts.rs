@@ -4,14 +4,13 @@
 //! The Redox backend has no exit or thread-creation notification: the kernel
 //! patch adds none, and procmgr offers none to third parties. It rescans
 //! this listing instead (at most every [`SCAN_INTERVAL_NS`], driven by the
-//! rotation tick and by hit collection), and diffs two scans:
-//! - a pid that had live threads and has none (or is gone) exited;
-//! - a pid whose live thread count grew started threads, which must get the
-//!   task's plan.
+//! rotation tick and by hit collection), and diffs two scans: a pid that had
+//! live threads and has none (or is gone) exited ([`Changes::exited`];
+//! [`Changes::grown`] says which tasks started threads, though the backend
+//! re-reads `threads-<pid>` of every armed task anyway).
 //!
-//! So both are noticed with a lag of up to one scan interval plus one tick:
-//! a thread created in between runs unwatched until then, and an exit is
-//! reported up to that late (its hits were recorded by the kernel anyway).
+//! So an exit is reported up to one scan interval plus one tick late (its
+//! hits were recorded by the kernel anyway).
 //!
 //! The listing format (kernel `src/scheme/sys/context.rs` at 663e664): one
 //! header line, then one row per context,

@@ -139,20 +139,50 @@ fn arm(timer: &Fd, due_ns: u64) -> Result<(), Fatal> {
     timer.write(&timespec::encode(due_ns)).map(|_| ()).or_fatal("arming the rotation timer")
 }
 
-/// What hwbpd can give up on Redox today, and does: nothing it holds is
-/// inherited (every fd is O_CLOEXEC or never passed on, and hwbpd never
-/// spawns). What it cannot give up, and why:
-/// - root: the control handle is taken at start, but reading other users'
-///   tasks in `sys:context` and procmgr's thread handles need it for the
-///   life of the daemon;
-/// - its namespace: `sys:context` must be reopened on every scan (the kernel
-///   snapshots it per open), and thread handles come from `proc:`; so
-///   `setrens(0, 0)` (the null namespace drivers enter after start-up) would
-///   cut hwbpd off. A namespace with only `sys` and `proc` (`mkns`) is the
-///   next step once its semantics under today's namespace manager are
-///   verified on a running system; not done blind here.
+/// The uid and gid hwbpd runs as once its handles are open: an id no
+/// account of base's config uses (root 0, user 1000, group sudo 1),
+/// conventionally `nobody`. `HWBPD_KEEP_ROOT=1` skips the drop (debugging).
+pub const DAEMON_ID: u32 = 65_534;
+/// Set to `1` to stay root.
+const KEEP_ROOT_VAR: &str = "HWBPD_KEEP_ROOT";
+
+unsafe extern "C" {
+    // relibc (POSIX, implemented through procmgr on Redox).
+    fn setresgid(rgid: i32, egid: i32, sgid: i32) -> i32;
+    fn setresuid(ruid: i32, euid: i32, suid: i32) -> i32;
+}
+
+/// Give up root once everything that needs it is open.
+///
+/// Root is needed for one thing only: taking `hwbp-control` (the kernel
+/// checks uid 0 at the dup). Everything after goes through handles already
+/// held (CPU plans, `threads-<pid>`, `regs/debug-<id>`, the hit stream, the
+/// timer, the event queue, the scheme socket), except re-opening
+/// `/scheme/sys/context`, which the kernel lets any uid read. So hwbpd
+/// switches to [`DAEMON_ID`] (real, effective and saved: no way back).
+///
+/// The namespace is kept: `sys:context` must be reopened on every scan (the
+/// kernel snapshots it per open), so `setrens(0, 0)` (the null namespace
+/// drivers enter after start-up) would cut hwbpd off; a namespace holding
+/// only `sys` (`mkns`) is the next step, once it can be tried on a running
+/// system. Nothing is inherited by anyone: hwbpd never spawns, its fds are
+/// O_CLOEXEC.
 fn drop_privileges() {
-    log::info!("hwbpd: keeps root and its namespace (sys:context rescans, procmgr thread handles); see drop_privileges");
+    if std::env::var(KEEP_ROOT_VAR).is_ok_and(|v| v == "1") {
+        return log::warn!("hwbpd: {KEEP_ROOT_VAR}=1: staying root");
+    }
+    let id = DAEMON_ID as i32;
+    // SAFETY: plain libc calls with integer arguments; gid first, while
+    // still root.
+    let (gid_rc, uid_rc) = unsafe { (setresgid(id, id, id), setresuid(id, id, id)) };
+    if gid_rc != 0 || uid_rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return log::warn!("hwbpd: dropping root to uid/gid {DAEMON_ID} failed ({err}); staying root");
+    }
+    match libredox::call::geteuid() {
+        Ok(euid) if euid == DAEMON_ID as usize => log::info!("hwbpd: running as uid/gid {DAEMON_ID}"),
+        other => log::warn!("hwbpd: after dropping root, geteuid() says {other:?}"),
+    }
 }
 
 fn run() -> Result<(), Fatal> {

@@ -4,10 +4,10 @@
 //!
 //! The backend makes its calls through the [`sys::Sys`] trait, so it builds
 //! on every target and is tested on the host against a model of the kernel
-//! ABI and procmgr (`backend::tests`), as are the pure parts (the
+//! ABI (`backend::tests`), as are the pure parts (the
 //! `sys:context` parser and diff, TSC conversion, the `time:` record and
 //! timer arithmetic, the logger's level, `INIT_NOTIFY` parsing). What makes
-//! real Redox calls ([`sys::RedoxSys`], the daemon's main loop) is compiled
+//! real Redox calls (`sys::RedoxSys`, the daemon's main loop) is compiled
 //! for `target_os = "redox"` only and type-checked in CI by
 //! `tests/redox-check.sh`.
 

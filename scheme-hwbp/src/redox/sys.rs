@@ -2,7 +2,7 @@
 //! backend's logic (plan writes and their rollback, thread refresh, exits,
 //! hit decoding, disarming) is tested on the host against a model of the
 //! kernel ABI (`backend::tests`), and runs on Redox over libredox
-//! ([`RedoxSys`]).
+//! (`RedoxSys`, compiled for Redox only).
 //!
 //! Errors are plain errno values: the backend turns them into
 //! [`crate::KernelError`]s, the scheme into errno replies.
