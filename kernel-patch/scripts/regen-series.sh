@@ -52,10 +52,19 @@ mkdir -p "$tmp/repo/hwbp"
     mkdir -p "$tmp/repo/hwbp/$(dirname "$f")"
     cp "$crate/$f" "$tmp/repo/hwbp/$f"
 done
+# Only src/ is copied, so host-only manifest sections go too: in the kernel's
+# workspace, dev-dependencies would be resolved into its Cargo.lock (and
+# fetched), and bench/test/example targets would point at missing files.
+awk '
+    /^\[/ {
+        skip = ($0 ~ /^\[dev-dependencies\]/ || $0 ~ /^\[target\..*\.dev-dependencies\]/ ||
+                $0 ~ /^\[\[(bench|test|example)\]\]/)
+    }
+    !skip' "$crate/Cargo.toml" |
 sed -e "s/^edition\.workspace = true\$/edition = \"$edition\"/" \
     -e "s/^license\.workspace = true\$/license = \"$license\"/" \
     -e "s/^version\.workspace = true\$/version = \"$version\"/" \
-    "$crate/Cargo.toml" > "$tmp/repo/hwbp/Cargo.toml"
+    > "$tmp/repo/hwbp/Cargo.toml"
 if grep -q '\.workspace = true' "$tmp/repo/hwbp/Cargo.toml"; then
     echo "regen-series: hwbp-kern/Cargo.toml inherits a key this script does not resolve:" >&2
     grep '\.workspace = true' "$tmp/repo/hwbp/Cargo.toml" >&2
