@@ -91,6 +91,8 @@ struct Breakpoint {
     /// (cpu, context, rip, timestamp) and token of the last record routed
     /// here: the records of one exception share the first.
     last_exception: Option<((CpuId, u64, u64, u64), u64)>,
+    /// (enabled, running) at the last `reset`: reported times start there.
+    times_base: (u64, u64),
 }
 
 impl Breakpoint {
@@ -537,6 +539,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 streams: 0,
                 final_times: None,
                 last_exception: None,
+                times_base: (0, 0),
             },
         );
         if let Err(e) = self.apply_changes(now) {
@@ -554,6 +557,8 @@ impl<K: Kernel> HwbpScheme<K> {
         let bp = self.bps.get(&id);
         let times = if bp.is_some_and(|b| !b.finished()) { self.engine.times(id, now) } else { None };
         let (enabled, running) = times.or(bp.and_then(|b| b.final_times)).unwrap_or((0, 0));
+        let (base_enabled, base_running) = bp.map_or((0, 0), |b| b.times_base);
+        let (enabled, running) = (enabled.saturating_sub(base_enabled), running.saturating_sub(base_running));
         CountRecord {
             value: bp.map_or(0, |b| b.value),
             time_enabled_ns: enabled,
@@ -584,9 +589,11 @@ impl<K: Kernel> HwbpScheme<K> {
                 }
             }
             Command::Reset => {
+                let times = self.engine.times(id, now);
                 if let Some(bp) = self.bps.get_mut(&id) {
                     bp.value = 0;
                     bp.ring.reset_lost();
+                    bp.times_base = times.or(bp.final_times).unwrap_or((0, 0));
                 }
             }
             Command::Modify { event, options } => {

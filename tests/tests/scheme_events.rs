@@ -43,9 +43,15 @@ fn a_full_ring_drops_the_oldest_records_and_counts_them_in_lost() {
     assert_eq!((c.value, c.lost), (10, 6), "every hit counted, 6 records lost");
     let hits: Vec<u64> = read_events(&mut s, efd, 16, true).unwrap().iter().map(|r| r.hit).collect();
     assert_eq!(hits, [7, 8, 9, 10], "the newest survive");
+    s.kernel_mut().advance(500);
+    assert_eq!(count(&mut s, fd).time_enabled_ns, 500);
     command(&mut s, fd, "reset").unwrap();
     let c = count(&mut s, fd);
-    assert_eq!((c.value, c.lost), (0, 0));
+    assert_eq!((c.value, c.lost, c.time_enabled_ns, c.time_running_ns), (0, 0, 0, 0), "reset zeroes count, lost and times");
+    s.kernel_mut().advance(300);
+    write(&mut s, tid, A, 4);
+    let c = count(&mut s, fd);
+    assert_eq!((c.value, c.time_enabled_ns, c.time_running_ns), (1, 300, 300));
 }
 
 #[test]
