@@ -291,7 +291,8 @@ impl<K: Kernel> HwbpScheme<K> {
     }
 
     fn route_hit(&mut self, hit: &HitRecord) -> u64 {
-        let pid = self.kernel.context_pid(hit.context).unwrap_or(0);
+        let kernel = &self.kernel;
+        let mut pid = None;
         let kernel_mode = hit.flags & HIT_KERNEL_MODE != 0;
         let mut routed = 0;
         for &id in self.engine.route(hit.token) {
@@ -320,7 +321,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 ip: hit.rip,
                 addr: hit.addr,
                 access: bp.path.event.access().code(),
-                pid: u64::from(pid),
+                pid: u64::from(*pid.get_or_insert_with(|| kernel.context_pid(hit.context).unwrap_or(0))),
                 cpu: u64::from(hit.cpu),
                 timestamp_ns: hit.timestamp,
                 hit: bp.value,

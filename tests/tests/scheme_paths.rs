@@ -193,3 +193,22 @@ fn the_scheme_prefix_is_accepted_too() {
     write(&mut s, tid, A, 4);
     assert_eq!(count(&mut s, fd).value, 1);
 }
+
+#[test]
+fn a_new_process_starts_with_no_breakpoints_but_new_threads_inherit_them() {
+    let mut s = server(1);
+    let (pid, tid) = task_on(&mut s, USER, 0);
+    let fd = open(&mut s, pid, USER, &format!("task/{pid}/mem:{A:#x}:w")).unwrap();
+    // A fork/spawn by the same user: a new process, unwatched.
+    let child = s.kernel_mut().spawn(USER);
+    let ct = s.kernel_mut().main_thread(child).unwrap();
+    s.kernel_mut().switch(0, Some(ct)).unwrap();
+    write(&mut s, ct, A, 4);
+    assert_eq!(s.kernel().armed_slots(), 0);
+    let t2 = s.kernel_mut().spawn_thread(pid).unwrap();
+    s.kernel_mut().switch(0, Some(t2)).unwrap();
+    write(&mut s, t2, A, 4);
+    s.kernel_mut().switch(0, Some(tid)).unwrap();
+    write(&mut s, tid, A, 4);
+    assert_eq!(count(&mut s, fd).value, 2);
+}
