@@ -597,19 +597,23 @@ impl<K: Kernel> HwbpScheme<K> {
                     bp.times_base = times.or(bp.final_times).unwrap_or((0, 0));
                 }
             }
-            Command::Modify { event, options } => {
+            Command::Modify { event, options: new_options } => {
                 let old = bp.path;
-                let options = options.unwrap_or(old.options);
+                let options = new_options.unwrap_or(old.options);
                 Self::check_options(&options)?;
                 let new_path = OpenPath { target: old.target, event, options };
                 // The handle is the capability: the target was checked at
                 // open; the new address is checked against the opener's uid.
-                let req = self.request(&new_path, scope_of(old.target), bp.owner)?;
+                let mut req = self.request(&new_path, scope_of(old.target), bp.owner)?;
+                // Without `?options` the breakpoint keeps its current state,
+                // enabled or disabled, whatever it was opened with.
+                let enabled = if new_options.is_some() { !options.disabled } else { bp.enabled };
+                req.disabled = !enabled;
                 // The engine keeps the old breakpoint armed if this fails.
                 self.engine.modify(id, &req, now)?;
                 if let Some(bp) = self.bps.get_mut(&id) {
                     bp.path = new_path;
-                    bp.enabled = !options.disabled;
+                    bp.enabled = enabled;
                     bp.ring.resize(options.ring.get() as usize);
                 }
             }

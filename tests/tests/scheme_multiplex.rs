@@ -152,7 +152,13 @@ fn modify_moves_the_watch_and_a_refused_modify_leaves_the_old_one_armed() {
     assert_eq!(count(&mut s, fd).value, 2);
     assert!(fpath(&mut s, fd).contains(&format!("mem:{:#x}/4:rw?pinned", A + 0x80)), "{}", fpath(&mut s, fd));
     assert_eq!(s.kernel().armed_slots(), 4);
-    // modify without options keeps them.
+    // modify without options keeps them, and keeps a disabled one disabled.
+    command(&mut s, fd, "disable").unwrap();
     command(&mut s, fd, &format!("modify mem:{:#x}/8:w", A + 0x88)).unwrap();
     assert!(fpath(&mut s, fd).contains("?pinned"));
+    write(&mut s, tid, A + 0x88, 8);
+    assert_eq!(count(&mut s, fd).value, 2, "still disabled");
+    command(&mut s, fd, "enable").unwrap();
+    write(&mut s, tid, A + 0x88, 8);
+    assert_eq!(count(&mut s, fd).value, 3);
 }
