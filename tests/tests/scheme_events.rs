@@ -147,3 +147,24 @@ fn a_wide_write_over_several_pieces_is_one_hit() {
     let ev = read_events(&mut s, efd, 8, true).unwrap();
     assert_eq!(ev.iter().map(|r| r.hit).collect::<Vec<_>>(), [1, 2]);
 }
+
+#[test]
+fn fstat_reports_the_record_size_and_queued_bytes_and_fpath_names_the_stream() {
+    let mut s = server(1);
+    let (pid, tid) = task_on(&mut s, USER, 0);
+    let fd = open(&mut s, pid, USER, &format!("task/{pid}/mem:{A:#x}:w")).unwrap();
+    let efd = events(&mut s, fd);
+    let ctx = hwbpd::caller_ctx(pid as usize, USER, USER);
+    let mut st = syscall::Stat::default();
+    s.fstat(fd, &mut st, &ctx).unwrap();
+    assert_eq!((st.st_size, st.st_uid, st.st_mode & syscall::flag::MODE_FILE), (40, USER, syscall::flag::MODE_FILE));
+    for _ in 0..3 {
+        write(&mut s, tid, A, 4);
+    }
+    s.collect();
+    s.fstat(efd, &mut st, &ctx).unwrap();
+    assert_eq!(st.st_size, 3 * libhwbp::abi::EVENT_RECORD_SIZE as u64);
+    let p = fpath(&mut s, efd);
+    assert!(p.starts_with(&fpath(&mut s, fd)) && p.ends_with("#events"), "{p}");
+    assert_eq!(s.fstat(999, &mut st, &ctx).map_err(|e| e.errno), Err(libhwbp::abi::errno::EBADF));
+}
