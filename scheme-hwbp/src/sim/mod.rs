@@ -32,7 +32,8 @@ use dr_model::{ExecState, MemAccess, Phase, Step};
 
 pub use dr_model::AccessKind;
 
-/// A thread (a kernel context). Unique for the life of the simulation.
+/// A thread (a kernel context): its debug id, unique for the life of the
+/// simulation (hit records carry it in the low 32 bits of `context`).
 pub type Tid = u64;
 
 /// Records each CPU's hit ring holds (a power of two).
@@ -44,6 +45,14 @@ const FIRST_PID: Pid = 100;
 /// access advances it by [`INSTRUCTION_BYTES`].
 const FIRST_PC: u64 = 0x40_0000;
 const INSTRUCTION_BYTES: u64 = 4;
+
+/// `HitRecord::context` as the kernel patch fills it (kernel-patch/ABI.md):
+/// the context's debug id in bits 0-31, its pid in bits 32-63.
+const CONTEXT_ID_MASK: u64 = 0xffff_ffff;
+
+fn hit_context(pid: Pid, tid: Tid) -> u64 {
+    (u64::from(pid) << 32) | (tid & CONTEXT_ID_MASK)
+}
 
 /// Why the simulation refused a step a test asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +249,8 @@ impl SimKernel {
             thread.pc
         };
         let mut exec = thread.exec;
-        let info = TrapInfo { rip, user_mode, context: tid, timestamp: self.clock_ns };
+        let context = hit_context(thread.pid, tid);
+        let info = TrapInfo { rip, user_mode, context, timestamp: self.clock_ns };
         let c = self.cpus.get_mut(cpu as usize).ok_or(SimError::NoSuchCpu(cpu))?;
         let SimCpu { state, regs, ring, .. } = c;
         let step = exec.run(regs, &access, |regs, _phase: Phase| {
@@ -353,7 +363,8 @@ impl Kernel for SimKernel {
     }
 
     fn context_pid(&self, context: u64) -> Option<Pid> {
-        self.threads.get(&context).map(|t| t.pid)
+        let tid = context & CONTEXT_ID_MASK;
+        self.threads.get(&tid).map(|t| t.pid).filter(|&pid| u64::from(pid) == context >> 32)
     }
 
     fn dropped_hits(&self) -> u64 {
@@ -409,7 +420,7 @@ mod tests {
         sim.run(tid, MemAccess::read(0x1004, 4)).unwrap();
         let hits = drain(&mut sim);
         assert_eq!(hits.len(), 1);
-        assert_eq!((hits[0].token, hits[0].cpu, hits[0].context, hits[0].timestamp), (77, 1, tid, 5));
+        assert_eq!((hits[0].token, hits[0].cpu, hits[0].context, hits[0].timestamp), (77, 1, (u64::from(pid) << 32) | tid, 5));
         assert_eq!(sim.context_pid(hits[0].context), Some(pid));
         assert_eq!(sim.registers(1).unwrap().dr6, hwbp_kern::dr6::CLEAR, "the handler cleared DR6");
     }
