@@ -12,7 +12,7 @@
 //! Every call that changes what is armed pushes the changed plans to the
 //! kernel before it returns (`close` disarms before it returns).
 //!
-//! Every refusal goes through [`HwbpScheme::refuse`], which logs one line
+//! Every refusal goes through `HwbpScheme::refuse`, which logs one line
 //! with the operation, the errno and why.
 
 use std::collections::HashMap;
