@@ -234,7 +234,7 @@ impl Engine {
     pub fn open(&mut self, req: &Request, uid: Uid, now: Nanos) -> Result<BpId, EngineError> {
         let result = self.try_open(req, uid, now);
         if let Err(e) = &result {
-            log::info!("hwbp-engine: open refused for uid {uid}: {e} ({req:?})");
+            log::debug!("hwbp-engine: open refused for uid {uid}: {e} ({req:?})");
         }
         result
     }
@@ -289,7 +289,7 @@ impl Engine {
     pub fn modify(&mut self, id: BpId, req: &Request, now: Nanos) -> Result<(), EngineError> {
         let result = self.try_modify(id, req, now);
         if let Err(e) = &result {
-            log::info!("hwbp-engine: modify of breakpoint {id} refused: {e} ({req:?})");
+            log::debug!("hwbp-engine: modify of breakpoint {id} refused: {e} ({req:?})");
         }
         result
     }
