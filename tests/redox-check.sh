@@ -45,7 +45,8 @@ fail() {
 # yet is skipped with a note (the tree is built by several people at once);
 # one that exists is always checked.
 manifests=(
-    scheme-hwbp/Cargo.toml # hwbpd: scheme server, Redox main and kernel backend
+    scheme-hwbp/Cargo.toml           # hwbpd: the scheme server
+    scheme-hwbp/src/redox/Cargo.toml # hwbpd-redox: Redox backend, main loop, the hwbpd binary
     libhwbp/Cargo.toml     # the client library
     libhwbp/tools/Cargo.toml # the `hwbp` CLI and `hwbp-selftest`
 )

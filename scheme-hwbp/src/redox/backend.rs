@@ -36,7 +36,7 @@ use syscall::error::{EAGAIN, EINVAL, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
 use super::contexts::{SCAN_INTERVAL_NS, Snapshot};
 use super::sys::{Errno, Sys};
 use super::tsc::{Sample, TscClock};
-use crate::kernel::{Kernel, KernelError, Pid, TaskInfo};
+use hwbpd::kernel::{Kernel, KernelError, Pid, TaskInfo};
 
 /// The listing of every context, with pid, euid and state.
 pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
@@ -475,8 +475,8 @@ mod tests {
     use syscall::error::{EBUSY, ENOENT};
 
     use super::*;
-    use crate::kernel::Uid;
-    use crate::scheme::{Config, HwbpScheme, ROOT_HANDLE};
+    use hwbpd::kernel::Uid;
+    use hwbpd::scheme::{Config, HwbpScheme, ROOT_HANDLE};
 
     const TSC_PER_NS: u64 = 3;
 
@@ -946,7 +946,7 @@ mod tests {
         let model = Model::new(2);
         let threads = model.borrow_mut().spawn(7, 1000, 2);
         let mut scheme = HwbpScheme::new(kernel(&model), Config::default());
-        let owner = crate::caller_ctx(7, 1000, 1000);
+        let owner = hwbpd::caller_ctx(7, 1000, 1000);
         let root = scheme.scheme_root().unwrap();
         assert_eq!(root, ROOT_HANDLE);
         let opened = scheme.openat(root, "task/7/mem:0x1000/4:w", 0, 0, &owner).expect("open");
@@ -959,7 +959,7 @@ mod tests {
             assert_eq!((p.piece, p.cpu), (want.iter().next().unwrap().piece, CpuFilter::Any));
         }
         // Not another user's task.
-        let other = crate::caller_ctx(8, 1001, 1001);
+        let other = hwbpd::caller_ctx(8, 1001, 1001);
         assert!(scheme.openat(root, "task/7/mem:0x2000/4:w", 0, 0, &other).is_err());
         drop(scheme);
         for t in threads {

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::kernel::{Pid, Uid};
+use hwbpd::kernel::{Pid, Uid};
 
 /// Minimum time between two scans of `sys:context`.
 pub const SCAN_INTERVAL_NS: u64 = 10_000_000;

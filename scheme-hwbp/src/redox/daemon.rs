@@ -42,7 +42,7 @@ use syscall::CallFlags;
 use super::backend::{AUTHORITY_FD_VAR, RedoxKernel, StartError, acquire_control};
 use super::sys::{RedoxSys, Sys};
 use super::{INIT_NOTIFY_VAR, SCHEME_NAME, logger, parse_notify_fd, timespec};
-use crate::scheme::{Config, HwbpScheme};
+use hwbpd::scheme::{Config, HwbpScheme};
 
 /// How long the TSC is measured against the monotonic clock at start.
 pub const CALIBRATION: Duration = Duration::from_millis(20);
@@ -198,7 +198,7 @@ fn run() -> Result<(), Fatal> {
     kernel.sample_clock();
     log::info!(
         "hwbpd: {} CPUs, TSC ~{} MHz",
-        crate::kernel::Kernel::cpu_count(&kernel),
+        hwbpd::kernel::Kernel::cpu_count(&kernel),
         kernel.tsc_hz().unwrap_or(0) / 1_000_000
     );
     let control_fd = kernel.control_fd();

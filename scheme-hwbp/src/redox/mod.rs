@@ -1,6 +1,8 @@
-//! hwbpd on Redox: the [`crate::Kernel`] backend over the patched kernel's
-//! proc: handles (`kernel-patch/ABI.md`) and the daemon's main loop. See
-//! `README.md` in this directory for what was verified where.
+//! hwbpd on Redox (package `hwbpd-redox`, whose binary is `hwbpd`): the
+//! [`hwbpd::Kernel`] backend over the patched kernel's proc: handles
+//! (`kernel-patch/ABI.md`) and the daemon's main loop. See `README.md` in
+//! this directory for why it is a package of its own and what was verified
+//! where.
 //!
 //! The backend makes its calls through the [`sys::Sys`] trait, so it builds
 //! on every target and is tested on the host against a model of the kernel

@@ -5,7 +5,7 @@
 //! (`RedoxSys`, compiled for Redox only).
 //!
 //! Errors are plain errno values: the backend turns them into
-//! [`crate::KernelError`]s, the scheme into errno replies.
+//! [`hwbpd::KernelError`]s, the scheme into errno replies.
 
 /// A failed call's errno.
 pub type Errno = i32;
