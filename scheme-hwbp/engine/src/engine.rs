@@ -177,12 +177,18 @@ pub struct Engine {
     cpu_plans: Vec<CpuPlan>,
     /// Something changed since the last plan.
     dirty: bool,
-    /// Scopes whose breakpoints changed since the last plan (enough when
-    /// there are no flexible breakpoints: then each plan depends only on
-    /// its own scope's pinned breakpoints).
+    /// Scopes whose breakpoints changed since the last plan (enough while
+    /// no cpu-wide flexible breakpoint is live: see
+    /// [`Engine::replan_dirty_scopes`]).
     dirty_tasks: FxHashSet<Pid>,
     dirty_cpus: FxHashSet<CpuId>,
     dirty_all_cpus: bool,
+    /// A cpu-wide breakpoint was opened, closed or modified since the last
+    /// plan: `cpu(c)` may have changed for every task's test.
+    cpu_wide_changed: bool,
+    /// Live flexible breakpoints of cpu-wide scopes (while any, every
+    /// replan is a full one).
+    cpu_wide_flexible: usize,
     /// Live cpu-wide breakpoints per CPU, and on all CPUs.
     cpu_bps: Vec<FxHashSet<BpId>>,
     all_cpu_bps: FxHashSet<BpId>,
@@ -190,8 +196,10 @@ pub struct Engine {
     /// the pinned ones.
     contended: bool,
     /// What the next rotation moves to the back of the order (see
-    /// [`Engine::replan`]).
-    pending_moves: Vec<BpId>,
+    /// [`Engine::replan`]), asked for by the left-out breakpoints of each
+    /// task (no empty entries) and by the left-out cpu-wide ones.
+    task_moves: FxHashMap<Pid, Vec<BpId>>,
+    cpu_wide_moves: Vec<BpId>,
     last_rotation: Option<Nanos>,
 }
 
@@ -216,10 +224,13 @@ impl Engine {
             dirty_tasks: FxHashSet::default(),
             dirty_cpus: FxHashSet::default(),
             dirty_all_cpus: false,
+            cpu_wide_changed: false,
+            cpu_wide_flexible: 0,
             cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
             all_cpu_bps: FxHashSet::default(),
             contended: false,
-            pending_moves: Vec::new(),
+            task_moves: FxHashMap::default(),
+            cpu_wide_moves: Vec::new(),
             last_rotation: None,
         }
     }
@@ -274,11 +285,12 @@ impl Engine {
             self.pinned.insert(id);
         } else {
             bp.rotation_key = Some(self.push_rotation(id));
+            self.count_flexible(req.scope, true);
         }
         self.index(id, req.scope);
         self.bps.insert(id, bp);
         *self.open_per_uid.entry(uid).or_default() += 1;
-        self.touch(req.scope);
+        self.touch_changed(req.scope);
         Ok(id)
     }
 
@@ -331,12 +343,14 @@ impl Engine {
         let rotation_key = match (was_pinned, req.pinned) {
             (true, false) => {
                 self.pinned.remove(&id);
+                self.count_flexible(scope, true);
                 Some(self.push_rotation(id))
             }
             (false, true) => {
                 if let Some(k) = self.bps.get(&id).and_then(|b| b.rotation_key) {
                     self.rotation.remove(&k);
                 }
+                self.count_flexible(scope, false);
                 self.pinned.insert(id);
                 None
             }
@@ -353,7 +367,7 @@ impl Engine {
             bp.running = false;
             bp.rotation_key = rotation_key;
         }
-        self.touch(scope);
+        self.touch_changed(scope);
         Ok(())
     }
 
@@ -385,7 +399,7 @@ impl Engine {
                 self.open_per_uid.remove(&bp.uid);
             }
         }
-        self.touch(bp.req.scope);
+        self.touch_changed(bp.req.scope);
         Ok(())
     }
 
@@ -405,6 +419,9 @@ impl Engine {
             self.bps.insert(id, bp);
         }
         self.ctx_plans.remove(&pid);
+        // Its left-out breakpoints ask for nothing any more; no other
+        // task's plan depends on this one (see replan_dirty_scopes).
+        self.task_moves.remove(&pid);
         self.dirty = true;
         ended
     }
@@ -421,11 +438,22 @@ impl Engine {
             return PlanChanges::default();
         }
         self.dirty = false;
-        if self.rotation.is_empty() {
-            self.replan_dirty_scopes(now)
-        } else {
+        let cpu_wide_changed = std::mem::take(&mut self.cpu_wide_changed);
+        if self.cpu_wide_flexible > 0 || (cpu_wide_changed && !self.rotation.is_empty()) {
             self.replan(now)
+        } else {
+            self.replan_dirty_scopes(now)
         }
+    }
+
+    /// Test and benchmark aid: recompute every plan from scratch now (what
+    /// [`Engine::tick`] did after every change before the planner became
+    /// incremental), without rotating.
+    #[doc(hidden)]
+    pub fn replan_all(&mut self, now: Nanos) -> PlanChanges {
+        self.dirty = false;
+        self.cpu_wide_changed = false;
+        self.replan(now)
     }
 
     /// When the next rotation is due, if flexible breakpoints are waiting
@@ -518,6 +546,20 @@ impl Engine {
     pub fn check_against_full_replan(&self, now: Nanos) -> Result<(), String> {
         let mut copy = self.clone();
         copy.replan(now);
+        let flexible_cpu_wide = self
+            .rotation
+            .values()
+            .filter(|id| self.bps.get(id).is_some_and(|b| b.req.scope.pid().is_none()))
+            .count();
+        if flexible_cpu_wide != self.cpu_wide_flexible {
+            return Err(format!("{} cpu-wide flexible breakpoints counted, {flexible_cpu_wide} live", self.cpu_wide_flexible));
+        }
+        if copy.pending_moves() != self.pending_moves() {
+            return Err(format!("next rotation moves {:?}, {:?} after a full replan", self.pending_moves(), copy.pending_moves()));
+        }
+        if copy.contended != self.contended {
+            return Err(format!("contended {}, {} after a full replan", self.contended, copy.contended));
+        }
         if copy.ctx_plans != self.ctx_plans {
             return Err(format!("context plans differ: full {:?}, current {:?}", copy.ctx_plans, self.ctx_plans));
         }
@@ -548,6 +590,36 @@ impl Engine {
             Some(cpu) if cpu >= self.cfg.cpus => Err(EngineError::NoSuchCpu),
             _ => Ok(()),
         }
+    }
+
+    /// The breakpoints of `scope` changed (not only an enabled state): as
+    /// [`Engine::touch`], and for a cpu-wide scope every task's test may
+    /// have changed.
+    fn touch_changed(&mut self, scope: Scope) {
+        if scope.pid().is_none() {
+            self.cpu_wide_changed = true;
+        }
+        self.touch(scope);
+    }
+
+    /// A live flexible breakpoint of `scope` came (`true`) or went.
+    fn count_flexible(&mut self, scope: Scope, came: bool) {
+        if scope.pid().is_none() {
+            if came {
+                self.cpu_wide_flexible += 1;
+            } else {
+                debug_assert!(self.cpu_wide_flexible > 0, "cpu-wide flexible count underflow");
+                self.cpu_wide_flexible = self.cpu_wide_flexible.saturating_sub(1);
+            }
+        }
+    }
+
+    /// What the next rotation moves, sorted, once each.
+    fn pending_moves(&self) -> Vec<BpId> {
+        let mut moves: Vec<BpId> = self.task_moves.values().flatten().chain(&self.cpu_wide_moves).copied().collect();
+        moves.sort_unstable();
+        moves.dedup();
+        moves
     }
 
     /// Note that `scope`'s plans must be recomputed.
@@ -611,10 +683,16 @@ impl Engine {
     /// Move the breakpoints the last plan chose ([`Engine::replan`]) to the
     /// back of the round-robin order, keeping their relative order.
     fn rotate(&mut self) {
-        let mut moves: Vec<(u64, BpId)> = std::mem::take(&mut self.pending_moves)
-            .into_iter()
-            .filter_map(|id| Some((self.bps.get(&id)?.rotation_key?, id)))
-            .collect();
+        let pending = self.pending_moves();
+        // Every task that asked for a move is replanned: its order changes
+        // (and it asks anew).
+        for (pid, _) in std::mem::take(&mut self.task_moves) {
+            self.dirty_tasks.insert(pid);
+            self.dirty = true;
+        }
+        self.cpu_wide_moves.clear();
+        let mut moves: Vec<(u64, BpId)> =
+            pending.into_iter().filter_map(|id| Some((self.bps.get(&id)?.rotation_key?, id))).collect();
         moves.sort_unstable();
         for (key, id) in moves {
             self.rotation.remove(&key);
@@ -667,6 +745,7 @@ impl Engine {
         self.pinned.remove(&id);
         if let Some(k) = bp.rotation_key {
             self.rotation.remove(&k);
+            self.count_flexible(bp.req.scope, false);
         }
     }
 

@@ -93,6 +93,36 @@ impl TaskLoad {
     }
 }
 
+/// One task's counts copied out of a [`Load`], to plan that task alone:
+/// [`Load::fits_scratch`] and [`TaskScratch::add`] behave as
+/// [`Load::fits`] and [`Load::add`] for this task's scopes would.
+#[derive(Clone, Debug)]
+pub struct TaskScratch {
+    pid: Pid,
+    t: TaskLoad,
+}
+
+impl TaskScratch {
+    /// Count `units` more slots (`real` more pieces) of this task in `scope`.
+    pub fn add(&mut self, scope: Scope, units: u8, real: u8) {
+        let Scope::Task { pid, cpu } = scope else {
+            debug_assert!(false, "TaskScratch::add of {scope:?}");
+            return;
+        };
+        debug_assert_eq!(pid, self.pid, "scratch of another task");
+        let t = &mut self.t;
+        t.pieces = t.pieces.saturating_add(real);
+        match cpu {
+            None => t.any = t.any.saturating_add(units),
+            Some(c) => match t.only.iter_mut().find(|(x, _)| *x == c) {
+                Some(e) => e.1 = e.1.saturating_add(units),
+                None if units > 0 => t.only.push((c, units)),
+                None => {}
+            },
+        }
+    }
+}
+
 /// Why a request does not fit.
 pub const TOO_MANY_ON_A_CPU: &str = "a cpu would need more than 4 debug registers in some schedule";
 pub const TOO_MANY_IN_CONTEXT: &str = "a task would hold more than 16 pinned pieces";
@@ -145,23 +175,49 @@ impl Load {
         match scope {
             Scope::Task { pid, cpu } => {
                 let empty = TaskLoad::default();
-                let t = self.tasks.get(&pid).unwrap_or(&empty);
-                if usize::from(t.pieces) + usize::from(real) > MAX_CONTEXT_PIECES {
-                    return Err(TOO_MANY_IN_CONTEXT);
-                }
-                let worst = match cpu {
-                    None => t
-                        .only
-                        .iter()
-                        .map(|&(c, o)| u32::from(self.cpu_count(c)) + u32::from(o))
-                        .fold(u32::from(self.cpu_hist.max()), u32::max),
-                    Some(c) => u32::from(self.cpu_count(c)) + u32::from(t.only(c)),
-                };
-                ok(u32::from(t.any) + u32::from(units) + worst)
+                self.task_fits(self.tasks.get(&pid).unwrap_or(&empty), cpu, units, real)
             }
             Scope::Cpu(c) => ok(u32::from(self.cpu_count(c)) + u32::from(units) + u32::from(self.max_task(c))),
             Scope::AllCpus => (0..self.cpus())
                 .try_for_each(|c| ok(u32::from(self.cpu_count(c)) + u32::from(units) + u32::from(self.max_task(c)))),
+        }
+    }
+
+    /// The task half of [`Load::fits`]: task `t` (counts `t`) adding
+    /// `units` slots on every CPU (`cpu: None`) or on one.
+    fn task_fits(&self, t: &TaskLoad, cpu: Option<CpuId>, units: u8, real: u8) -> Result<(), &'static str> {
+        if usize::from(t.pieces) + usize::from(real) > MAX_CONTEXT_PIECES {
+            return Err(TOO_MANY_IN_CONTEXT);
+        }
+        let worst = match cpu {
+            None => t
+                .only
+                .iter()
+                .map(|&(c, o)| u32::from(self.cpu_count(c)) + u32::from(o))
+                .fold(u32::from(self.cpu_hist.max()), u32::max),
+            Some(c) => u32::from(self.cpu_count(c)) + u32::from(t.only(c)),
+        };
+        if u32::from(t.any) + u32::from(units) + worst <= u32::from(MAX) { Ok(()) } else { Err(TOO_MANY_ON_A_CPU) }
+    }
+
+    /// A working copy of task `pid`'s counts, for planning that one task
+    /// against these cpu-wide counts without copying the whole accounting
+    /// (see [`TaskScratch`]).
+    pub fn task_scratch(&self, pid: Pid) -> TaskScratch {
+        TaskScratch { pid, t: self.tasks.get(&pid).cloned().unwrap_or_default() }
+    }
+
+    /// [`Load::fits`] for `scratch`'s task as if `scratch` were its counts:
+    /// the same answer `fits` gives after the same [`TaskScratch::add`]s
+    /// had been made with [`Load::add`] (task adds change no cpu-wide
+    /// count, so no other task enters).
+    pub fn fits_scratch(&self, scratch: &TaskScratch, scope: Scope, units: u8, real: u8) -> Result<(), &'static str> {
+        match scope {
+            Scope::Task { pid, cpu } if pid == scratch.pid => self.task_fits(&scratch.t, cpu, units, real),
+            _ => {
+                debug_assert!(false, "fits_scratch for {scope:?}, scratch of task {}", scratch.pid);
+                Err(TOO_MANY_ON_A_CPU)
+            }
         }
     }
 

@@ -10,6 +10,13 @@
 //!    time_running > 0 within (flexible count + 3) rotations, and
 //!    time_running <= time_enabled always;
 //! 4. after everything is closed the engine is empty.
+//!
+//! After every step the plans, running flags, routes, pending rotation
+//! moves and contention state are compared with a full replan
+//! (`check_against_full_replan`): the incremental planner must give the
+//! same result. Four workloads: mixed, without cpu-wide flexible
+//! breakpoints, contended task breakpoints only (the incremental path for
+//! flexible ones), and all pinned.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -367,6 +374,39 @@ fn all_pinned(op: Op) -> Op {
     }
 }
 
+/// No cpu-wide flexible breakpoint: cpu-wide requests are made pinned, so
+/// the planner's incremental path for flexible task breakpoints is the one
+/// that runs (a full replan only after a cpu-wide change), and every step
+/// is compared with a full replan.
+fn no_cpu_wide_flexible(op: Op) -> Op {
+    let pin = |r: Request| Request { pinned: r.pinned || r.scope.pid().is_none(), ..r };
+    match op {
+        Op::Open(r) => Op::Open(pin(r)),
+        Op::Modify(i, r) => Op::Modify(i, pin(r)),
+        other => other,
+    }
+}
+
+/// Task breakpoints only, mostly flexible and few addresses, so tasks are
+/// contended and rotate.
+fn task_flexible_op() -> impl Strategy<Value = Op> {
+    op_strategy().prop_map(|op| {
+        let task = |r: Request| {
+            let scope = match r.scope {
+                Scope::Task { .. } => r.scope,
+                Scope::Cpu(c) => Scope::Task { pid: (c % 3) + 1, cpu: Some(c % CPUS) },
+                Scope::AllCpus => Scope::Task { pid: 1, cpu: None },
+            };
+            Request { scope, pinned: r.pinned && r.addr.is_multiple_of(3), ..r }
+        };
+        match op {
+            Op::Open(r) => Op::Open(task(r)),
+            Op::Modify(i, r) => Op::Modify(i, task(r)),
+            other => other,
+        }
+    })
+}
+
 fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut h = Harness::new();
     for op in ops {
@@ -387,6 +427,20 @@ proptest! {
 
     #[test]
     fn engine_matches_the_brute_force_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        run_model(&ops)?;
+    }
+
+    #[test]
+    fn engine_matches_the_brute_force_model_without_cpu_wide_flexible(
+        ops in prop::collection::vec(op_strategy().prop_map(no_cpu_wide_flexible), 1..40)
+    ) {
+        run_model(&ops)?;
+    }
+
+    #[test]
+    fn incremental_planning_of_contended_tasks_equals_a_full_replan(
+        ops in prop::collection::vec(task_flexible_op(), 1..60)
+    ) {
         run_model(&ops)?;
     }
 

@@ -3,8 +3,10 @@
 //! [`Engine::replan`] recomputes everything (pinned first, then flexible in
 //! round-robin order, each all-or-nothing under the admission rule, and
 //! chooses what the next rotation moves); [`Engine::replan_dirty_scopes`]
-//! is the incremental path when no flexible breakpoint exists. Both install
-//! plans so that what stays keeps its place. See the crate README.
+//! is the incremental path while no cpu-wide flexible breakpoint is live:
+//! it replans only the touched tasks ([`Engine::replan_task`]) and CPUs,
+//! with the same result. Both install plans so that what stays keeps its
+//! place. See the crate README.
 
 use std::collections::BTreeSet;
 
@@ -40,7 +42,8 @@ impl Engine {
         let mut first_any: Option<BpId> = None;
         let mut first_cpu_wide: Option<BpId> = None;
         let mut first_of_task: FxHashMap<Pid, BpId> = FxHashMap::default();
-        let mut moves: Vec<BpId> = Vec::new();
+        let mut task_moves: FxHashMap<Pid, Vec<BpId>> = FxHashMap::default();
+        let mut cpu_wide_moves: Vec<BpId> = Vec::new();
         for id in self.rotation.values() {
             let Some(bp) = self.bps.get(id) else { continue };
             if !bp.enabled {
@@ -85,14 +88,26 @@ impl Engine {
                 continue;
             }
             match bp.req.scope.pid() {
-                Some(pid) => moves.extend(first_of_task.get(&pid).copied().into_iter().chain(first_cpu_wide)),
-                None => moves.extend(first_any),
+                Some(pid) => {
+                    let first = first_of_task.get(&pid).copied().into_iter().chain(first_cpu_wide);
+                    let mut first = first.peekable();
+                    if first.peek().is_some() {
+                        task_moves.entry(pid).or_default().extend(first);
+                    }
+                }
+                None => cpu_wide_moves.extend(first_any),
             }
         }
-        moves.sort_unstable();
-        moves.dedup();
-        let contended = !moves.is_empty();
-        self.pending_moves = moves;
+        for moves in task_moves.values_mut() {
+            moves.sort_unstable();
+            moves.dedup();
+        }
+        cpu_wide_moves.sort_unstable();
+        cpu_wide_moves.dedup();
+        let contended = !task_moves.is_empty() || !cpu_wide_moves.is_empty();
+        self.task_moves = task_moves;
+        self.cpu_wide_moves = cpu_wide_moves;
+        self.cpu_wide_changed = false;
         if contended && !self.contended {
             // Contention starts now: the first rotation is one period away.
             self.last_rotation = Some(now);
@@ -165,13 +180,16 @@ impl Engine {
         changes
     }
 
-    /// With no flexible breakpoint, each plan holds exactly the enabled
-    /// pinned breakpoints of its own scope: recompute only the scopes that
-    /// changed. Same result as [`Engine::replan`], in time proportional to
-    /// the change.
+    /// With no cpu-wide flexible breakpoint live (and no cpu-wide
+    /// breakpoint changed while flexible ones exist), a task's plan depends
+    /// only on its own breakpoints and the pinned counts, and a CPU's plan
+    /// holds exactly the enabled pinned breakpoints of its cpu-wide scopes:
+    /// recompute only the scopes that changed. Same result as
+    /// [`Engine::replan`] (checked by the property tests), in time
+    /// proportional to the breakpoints of the touched scopes.
     pub(super) fn replan_dirty_scopes(&mut self, now: Nanos) -> PlanChanges {
-        debug_assert!(self.rotation.is_empty());
-        self.contended = false;
+        debug_assert_eq!(self.cpu_wide_flexible, 0);
+        self.cpu_wide_moves.clear();
         let mut tasks: Vec<Pid> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
         tasks.sort_unstable();
         let cpus: Vec<CpuId> = if std::mem::take(&mut self.dirty_all_cpus) {
@@ -184,27 +202,16 @@ impl Engine {
         };
         let mut changes = PlanChanges::default();
         for pid in tasks {
-            let ids: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-            if ids.is_empty() && !self.ctx_plans.contains_key(&pid) {
-                continue;
-            }
-            let armed = self.arm_pinned(&ids, now);
-            let pieces: Vec<ContextPiece> = armed
-                .iter()
-                .filter_map(|t| {
-                    let slot = self.slots.get(t)?;
-                    let Scope::Task { cpu, .. } = slot.key.scope else { return None };
-                    Some(ContextPiece {
-                        piece: slot.key.piece,
-                        token: *t,
-                        cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only),
-                    })
-                })
-                .collect();
-            if self.install_task_plan(pid, &pieces) {
+            if self.replan_task(pid, now) {
                 changes.tasks.push(pid);
             }
         }
+        let contended = !self.task_moves.is_empty();
+        if contended && !self.contended {
+            // Contention starts now: the first rotation is one period away.
+            self.last_rotation = Some(now);
+        }
+        self.contended = contended;
         let all: Vec<BpId> = self.all_cpu_bps.iter().copied().collect();
         let all_armed = self.arm_pinned(&all, now);
         for c in cpus {
@@ -220,6 +227,106 @@ impl Engine {
             }
         }
         changes
+    }
+
+    /// Plan task `pid` alone, exactly as [`Engine::replan`] would while no
+    /// cpu-wide flexible breakpoint is live: its enabled pinned breakpoints,
+    /// then its enabled flexible ones in round-robin order, each
+    /// all-or-nothing against a copy of its own counts and the pinned
+    /// cpu-wide ones. Updates the running flags and routes of its
+    /// breakpoints and the moves it asks of the next rotation; `true` if its
+    /// plan changed.
+    pub(super) fn replan_task(&mut self, pid: Pid, now: Nanos) -> bool {
+        let ids: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        if ids.is_empty() {
+            self.task_moves.remove(&pid);
+            return self.ctx_plans.remove(&pid).is_some();
+        }
+        let mut scratch = self.pinned_load.task_scratch(pid);
+        let mut armed: Vec<Token> = Vec::new();
+        let mut running: Vec<BpId> = Vec::new();
+        let mut flexible: Vec<(u64, BpId)> = Vec::new();
+        for &id in &ids {
+            let Some(bp) = self.bps.get(&id) else { continue };
+            if bp.req.pinned {
+                if bp.enabled {
+                    armed.extend(bp.tokens.iter().copied());
+                    running.push(id);
+                }
+            } else if let (Some(key), true) = (bp.rotation_key, bp.enabled) {
+                flexible.push((key, id));
+            }
+        }
+        flexible.sort_unstable();
+        // As in `replan`: `placed` holds the flexible slots armed so far
+        // (slots are keyed by scope, so only this task's can be there).
+        let mut placed: Vec<Token> = Vec::new();
+        let mut first: Option<BpId> = None;
+        let mut moves: Vec<BpId> = Vec::new();
+        for &(_, id) in &flexible {
+            let Some(bp) = self.bps.get(&id) else { continue };
+            let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
+            let (units, real) = if bp.req.exclusive {
+                (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
+            } else {
+                let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
+                (n, n)
+            };
+            if self.pinned_load.fits_scratch(&scratch, bp.req.scope, units, real).is_ok() {
+                scratch.add(bp.req.scope, units, real);
+                placed.extend(bp.tokens.iter().copied());
+                armed.extend(bp.tokens.iter().copied());
+                running.push(id);
+                first.get_or_insert(id);
+                continue;
+            }
+            let alone = if bp.req.exclusive {
+                units
+            } else {
+                (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
+            };
+            if self.pinned_load.fits(bp.req.scope, alone, real).is_ok() {
+                moves.extend(first);
+            }
+        }
+        moves.sort_unstable();
+        moves.dedup();
+        if moves.is_empty() {
+            self.task_moves.remove(&pid);
+        } else {
+            self.task_moves.insert(pid, moves);
+        }
+
+        running.sort_unstable();
+        let mut tokens: Vec<Token> = Vec::new();
+        for &id in &ids {
+            let Some(bp) = self.bps.get_mut(&id) else { continue };
+            let r = running.binary_search(&id).is_ok();
+            if r != bp.running {
+                bp.accrue(now);
+                bp.running = r;
+            }
+            tokens.extend(bp.tokens.iter().copied());
+        }
+        tokens.sort_unstable();
+        tokens.dedup();
+        for t in &tokens {
+            let Some(slot) = self.slots.get_mut(t) else { continue };
+            slot.routed.clear();
+            slot.routed.extend(slot.users.iter().copied().filter(|u| running.binary_search(u).is_ok()));
+        }
+
+        armed.sort_unstable();
+        armed.dedup();
+        let pieces: Vec<ContextPiece> = armed
+            .iter()
+            .filter_map(|t| {
+                let slot = self.slots.get(t)?;
+                let Scope::Task { cpu, .. } = slot.key.scope else { return None };
+                Some(ContextPiece { piece: slot.key.piece, token: *t, cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only) })
+            })
+            .collect();
+        self.install_task_plan(pid, &pieces)
     }
 
     /// Mark the enabled ones of these pinned breakpoints running (the rest
