@@ -29,7 +29,7 @@ if ! python3 -c 'import tomllib' 2> /dev/null; then
     grep -qx 'cmd = "hwbpd"' "$s" || fail "service: cmd must be hwbpd"
     grep -qx 'type = { scheme = "hwbp" }' "$s" || fail "service: type must be { scheme = \"hwbp\" }"
     h=recipes/hwbpd/recipe.toml
-    grep -qx 'COOKBOOK_CARGO_PATH=scheme-hwbp/src/redox' "$h" || fail "hwbpd: cargo path must be scheme-hwbp/src/redox"
+    grep -qx 'COOKBOOK_CARGO_PATH=scheme-hwbp/redox' "$h" || fail "hwbpd: cargo path must be scheme-hwbp/redox"
     grep -q 'cookbook_cargo --bin hwbpd' "$h" || fail "hwbpd: script must cargo-install hwbpd"
     grep -q '20_hwbpd.service' "$h" || fail "hwbpd: script must stage 20_hwbpd.service"
     grep -qx 'cargopath = "libhwbp/tools"' recipes/hwbp-tools/recipe.toml || fail "hwbp-tools: cargopath"
@@ -66,11 +66,11 @@ check(set(recipes) == {"hwbpd", "hwbp-tools", "kernel-hwbp"}, f"unexpected recip
 h = recipes["hwbpd"]
 check("source" not in h, "hwbpd: must be a local-source recipe (no [source])")
 script = h["build"]["script"]
-check("COOKBOOK_CARGO_PATH=scheme-hwbp/src/redox\n" in script and "cookbook_cargo --bin hwbpd" in script,
-      "hwbpd: script must cargo-install the hwbpd binary of scheme-hwbp/src/redox (hwbpd-redox)")
+check("COOKBOOK_CARGO_PATH=scheme-hwbp/redox\n" in script and "cookbook_cargo --bin hwbpd" in script,
+      "hwbpd: script must cargo-install the hwbpd binary of scheme-hwbp/redox (hwbpd-redox)")
 check('"${COOKBOOK_STAGE}/usr/lib/init.d/"' in script and "20_hwbpd.service" in script,
       "hwbpd: script must stage 20_hwbpd.service into /usr/lib/init.d")
-check(os.path.isfile("../scheme-hwbp/src/redox/Cargo.toml"), "hwbpd: ../scheme-hwbp/src/redox/Cargo.toml missing")
+check(os.path.isfile("../scheme-hwbp/redox/Cargo.toml"), "hwbpd: ../scheme-hwbp/redox/Cargo.toml missing")
 
 svc = load("recipes/hwbpd/20_hwbpd.service")
 check(set(svc) == {"unit", "service"}, "service: sections must be [unit] and [service]")

@@ -46,7 +46,7 @@ fail() {
 # one that exists is always checked.
 manifests=(
     scheme-hwbp/Cargo.toml           # hwbpd: the scheme server
-    scheme-hwbp/src/redox/Cargo.toml # hwbpd-redox: Redox backend, main loop, the hwbpd binary
+    scheme-hwbp/redox/Cargo.toml # hwbpd-redox: Redox backend, main loop, the hwbpd binary
     libhwbp/Cargo.toml     # the client library
     libhwbp/tools/Cargo.toml # the `hwbp` CLI and `hwbp-selftest`
 )
