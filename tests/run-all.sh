@@ -2,6 +2,7 @@
 # Every test of the project, in one command (the README's test command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tests/install-deps.sh  # Debian packages: QEMU, rustc-web (+ library source); no-op when present
 cargo test --workspace
 bash tests/redox-check.sh  # hwbpd, libhwbp, tools type-check for x86_64-unknown-redox
 bash kernel-patch/scripts/check-series.sh  # the kernel patch series carries kernel-patch/hwbp-kern unchanged
