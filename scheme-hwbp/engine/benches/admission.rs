@@ -193,42 +193,126 @@ fn main() {
             t_tick
         );
     }
+    open_close_beside_flexible();
     rotation_ticks();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
 }
 
-/// The multiplexing cost: one rotation tick (full replan) with `n`
-/// flexible breakpoints, 10 per task (so 6 of each task's wait), plus one
-/// flexible cpu-wide breakpoint per CPU.
-fn rotation_ticks() {
+/// What the scheme pays per open+close of a flexible breakpoint (each
+/// followed by `Engine::tick`, as hwbpd does) while `n` flexible
+/// breakpoints of other tasks are open, 10 per task (so every task is
+/// contended), no cpu-wide ones: the incremental planner, beside the same
+/// with a full replan after each call (the planner before it was
+/// incremental) as the reference. `own 10`: the measured breakpoint's task
+/// already holds 10 flexible breakpoints (its own replan is the cost).
+fn open_close_beside_flexible() {
     println!();
-    println!("rotation tick (full replan), {CPUS} CPUs, 10 flexible breakpoints per task + 1 cpu-wide per CPU");
-    println!("{:>8} {:>12} {:>12}", "bps", "us/tick", "ns/bp");
-    for n in [100u32, 1_000, 10_000, 100_000] {
+    println!("open+close of a flexible breakpoint + tick after each, {CPUS} CPUs, n flexible breakpoints of other tasks (10 per task), us per operation");
+    println!("{:>8} {:>14} {:>14} {:>14} {:>9}", "n", "incremental", "own 10", "full replan", "ratio");
+    for n in [0u32, 1_000, 10_000, 100_000] {
         let mut engine = Engine::new(Config::new(CPUS));
-        let tasks = n / 10;
         for i in 0..n {
-            let bp = BpDesc { task: Some(i % tasks + 1), cpu: None };
+            let bp = BpDesc { task: Some(i / 10 + 1), cpu: None };
             let req = Request { pinned: false, ..request(bp, u64::from(i)) };
             engine.open(&req, 0, 0).expect("flexible always fits");
         }
-        for c in 0..CPUS {
-            let bp = BpDesc { task: None, cpu: Some(c) };
-            let req = Request { pinned: false, ..request(bp, u64::from(n + c)) };
-            engine.open(&req, 0, 0).expect("flexible always fits");
+        // A task of its own (none of the n), and one with 10 of its own.
+        let (fresh, busy) = (n / 10 + 100, n / 10 + 101);
+        for k in 0..10 {
+            let bp = BpDesc { task: Some(busy), cpu: None };
+            engine.open(&Request { pinned: false, ..request(bp, u64::from(n + k)) }, 0, 0).expect("fits");
         }
-        let total = n + CPUS;
-        let rotation = Config::new(CPUS).rotation_ns;
-        let mut now = 0;
-        engine.tick(now);
-        let start = Instant::now();
-        let mut ticks = 0u32;
-        while ticks < 3 || start.elapsed() < BUDGET {
-            now += rotation;
-            black_box(engine.tick(now));
-            ticks += 1;
+        engine.replan_all(0);
+        let ops: Vec<BpDesc> = vec![BpDesc { task: Some(fresh), cpu: None }; 20_000];
+        let busy_ops: Vec<BpDesc> = vec![BpDesc { task: Some(busy), cpu: None }; 20_000];
+        let base = u64::from(n) + 100;
+        let once = |engine: &mut Engine, bp: BpDesc, i: usize, full: bool| {
+            let req = Request { pinned: false, ..request(bp, base + i as u64) };
+            let id = engine.open(black_box(&req), 0, 0).expect("flexible always fits");
+            black_box(if full { engine.replan_all(0) } else { engine.tick(0) });
+            engine.close(id, 0).expect("open");
+            black_box(if full { engine.replan_all(0) } else { engine.tick(0) });
+        };
+        let (mut t_inc, mut t_own, mut t_full) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..ROUNDS {
+            t_inc = t_inc.min(measure(&ops, |i, bp| once(&mut engine, bp, i, false)));
+            t_own = t_own.min(measure(&busy_ops, |i, bp| once(&mut engine, bp, i, false)));
+            t_full = t_full.min(measure(&ops, |i, bp| once(&mut engine, bp, i, true)));
         }
-        let per_tick = start.elapsed().as_secs_f64() * 1e6 / f64::from(ticks);
-        println!("{:>8} {:>12.1} {:>12.1}", total, per_tick, per_tick * 1e3 / f64::from(total));
+        println!(
+            "{:>8} {:>14.2} {:>14.2} {:>14.2} {:>8.0}x",
+            n,
+            t_inc / 1e3,
+            t_own / 1e3,
+            t_full / 1e3,
+            t_full / t_inc
+        );
     }
+}
+
+/// The multiplexing cost: one rotation tick with `n` flexible breakpoints
+/// (a tick that rotates, then plans), by the incremental planner and, as
+/// the reference, with every tick a full replan
+/// (`Engine::set_always_full_replan`, the planner before it was
+/// incremental), for three workloads: 10 per task (so 6 of each task's
+/// wait and every task rotates); the same plus one flexible cpu-wide
+/// breakpoint per CPU (then the incremental planner does a full replan
+/// too); all on one task.
+fn rotation_ticks() {
+    println!();
+    println!("rotation tick, {CPUS} CPUs, us per tick: incremental planner vs. a full replan every tick");
+    println!("{:<40} {:>8} {:>12} {:>12} {:>8} {:>8}", "workload", "bps", "incremental", "full", "ratio", "ns/bp");
+    let workloads: [(&str, u32, bool); 3] =
+        [("10 per task", 10, false), ("10 per task + 1 cpu-wide per CPU", 10, true), ("all on one task", 0, false)];
+    for (label, per_task, cpu_wide) in workloads {
+        for n in [100u32, 1_000, 10_000, 100_000] {
+            let per_task = if per_task == 0 { n } else { per_task };
+            let (mut inc, mut full, mut total) = (f64::MAX, f64::MAX, 0);
+            for _ in 0..2 {
+                let (t, bps) = rotation_tick(n, per_task, cpu_wide, false);
+                inc = inc.min(t);
+                total = bps;
+                full = full.min(rotation_tick(n, per_task, cpu_wide, true).0);
+            }
+            println!(
+                "{:<40} {:>8} {:>12.1} {:>12.1} {:>7.2}x {:>8.1}",
+                label,
+                total,
+                inc,
+                full,
+                full / inc,
+                inc * 1e3 / f64::from(total)
+            );
+        }
+    }
+}
+
+/// us per rotation tick; and the number of breakpoints.
+fn rotation_tick(n: u32, per_task: u32, cpu_wide: bool, full: bool) -> (f64, u32) {
+    let mut engine = Engine::new(Config::new(CPUS));
+    engine.set_always_full_replan(full);
+    let tasks = n / per_task;
+    for i in 0..n {
+        let bp = BpDesc { task: Some(i % tasks + 1), cpu: None };
+        let req = Request { pinned: false, ..request(bp, u64::from(i)) };
+        engine.open(&req, 0, 0).expect("flexible always fits");
+    }
+    let cpu_wide = if cpu_wide { CPUS } else { 0 };
+    for c in 0..cpu_wide {
+        let bp = BpDesc { task: None, cpu: Some(c) };
+        let req = Request { pinned: false, ..request(bp, u64::from(n + c)) };
+        engine.open(&req, 0, 0).expect("flexible always fits");
+    }
+    let total = n + cpu_wide;
+    let rotation = Config::new(CPUS).rotation_ns;
+    let mut now = 0;
+    engine.tick(now);
+    let start = Instant::now();
+    let mut ticks = 0u32;
+    while ticks < 3 || start.elapsed() < BUDGET {
+        now += rotation;
+        black_box(engine.tick(now));
+        ticks += 1;
+    }
+    (start.elapsed().as_secs_f64() * 1e6 / f64::from(ticks), total)
 }

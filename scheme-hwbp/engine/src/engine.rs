@@ -20,6 +20,11 @@ pub const DEFAULT_QUOTA_PER_UID: usize = 64;
 /// Rotation period of flexible breakpoints by default: 4 ms, Linux's
 /// `perf_event_mux_interval_ms` at HZ=250.
 pub const DEFAULT_ROTATION_NS: Nanos = 4_000_000;
+/// With at least this many breakpoints, a tick whose dirty tasks hold more
+/// than half of them replans everything in one pass instead of task by
+/// task (same result; one pass over the maps is cheaper than as many
+/// lookups, e.g. a rotation of one task holding most breakpoints).
+const FULL_REPLAN_MIN_BPS: usize = 512;
 /// Units an exclusive breakpoint holds in the accounting: all of them.
 const EXCLUSIVE_UNITS: u8 = NUM_SLOTS as u8;
 
@@ -169,6 +174,9 @@ pub struct Engine {
     pinned: FxHashSet<BpId>,
     /// Live flexible breakpoints in round-robin order.
     rotation: BTreeMap<u64, BpId>,
+    /// The same order per task: each task's live flexible breakpoints
+    /// (no empty entries).
+    task_rotation: FxHashMap<Pid, BTreeMap<u64, BpId>>,
     /// Live breakpoints of each task.
     task_bps: FxHashMap<Pid, FxHashSet<BpId>>,
     /// Open breakpoints per uid (ended ones included until closed).
@@ -189,6 +197,8 @@ pub struct Engine {
     /// Live flexible breakpoints of cpu-wide scopes (while any, every
     /// replan is a full one).
     cpu_wide_flexible: usize,
+    /// Benchmark aid: every replan is a full one.
+    always_full: bool,
     /// Live cpu-wide breakpoints per CPU, and on all CPUs.
     cpu_bps: Vec<FxHashSet<BpId>>,
     all_cpu_bps: FxHashSet<BpId>,
@@ -216,6 +226,7 @@ impl Engine {
             pinned_load: Load::new(cfg.cpus),
             pinned: FxHashSet::default(),
             rotation: BTreeMap::new(),
+            task_rotation: FxHashMap::default(),
             task_bps: FxHashMap::default(),
             open_per_uid: FxHashMap::default(),
             ctx_plans: FxHashMap::default(),
@@ -226,6 +237,7 @@ impl Engine {
             dirty_all_cpus: false,
             cpu_wide_changed: false,
             cpu_wide_flexible: 0,
+            always_full: false,
             cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
             all_cpu_bps: FxHashSet::default(),
             contended: false,
@@ -284,7 +296,7 @@ impl Engine {
         if req.pinned {
             self.pinned.insert(id);
         } else {
-            bp.rotation_key = Some(self.push_rotation(id));
+            bp.rotation_key = Some(self.push_rotation(id, req.scope));
             self.count_flexible(req.scope, true);
         }
         self.index(id, req.scope);
@@ -344,11 +356,11 @@ impl Engine {
             (true, false) => {
                 self.pinned.remove(&id);
                 self.count_flexible(scope, true);
-                Some(self.push_rotation(id))
+                Some(self.push_rotation(id, scope))
             }
             (false, true) => {
                 if let Some(k) = self.bps.get(&id).and_then(|b| b.rotation_key) {
-                    self.rotation.remove(&k);
+                    self.remove_rotation(k, scope);
                 }
                 self.count_flexible(scope, false);
                 self.pinned.insert(id);
@@ -439,11 +451,40 @@ impl Engine {
         }
         self.dirty = false;
         let cpu_wide_changed = std::mem::take(&mut self.cpu_wide_changed);
-        if self.cpu_wide_flexible > 0 || (cpu_wide_changed && !self.rotation.is_empty()) {
+        if self.always_full
+            || self.cpu_wide_flexible > 0
+            || (cpu_wide_changed && !self.rotation.is_empty())
+            || self.dirty_tasks_hold_most()
+        {
             self.replan(now)
         } else {
             self.replan_dirty_scopes(now)
         }
+    }
+
+    /// The tasks to replan hold more than half of many breakpoints: a full
+    /// replan is the cheaper way to the same plans.
+    fn dirty_tasks_hold_most(&self) -> bool {
+        let n = self.bps.len();
+        if n < FULL_REPLAN_MIN_BPS {
+            return false;
+        }
+        let mut dirty = 0;
+        for pid in &self.dirty_tasks {
+            dirty += self.task_bps.get(pid).map_or(0, FxHashSet::len);
+            if dirty * 2 > n {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Benchmark aid: make every [`Engine::tick`] that has something to do
+    /// a full replan (the planner before it was incremental), to measure
+    /// the incremental planner against it in one run. Same plans either way.
+    #[doc(hidden)]
+    pub fn set_always_full_replan(&mut self, on: bool) {
+        self.always_full = on;
     }
 
     /// Test and benchmark aid: recompute every plan from scratch now (what
@@ -526,6 +567,7 @@ impl Engine {
             && self.pinned_load.is_empty()
             && self.pinned.is_empty()
             && self.rotation.is_empty()
+            && self.task_rotation.is_empty()
             && self.task_bps.is_empty()
             && self.all_cpu_bps.is_empty()
             && self.cpu_bps.iter().all(FxHashSet::is_empty)
@@ -551,6 +593,16 @@ impl Engine {
             .values()
             .filter(|id| self.bps.get(id).is_some_and(|b| b.req.scope.pid().is_none()))
             .count();
+        let per_task: usize = self.task_rotation.values().map(BTreeMap::len).sum();
+        if per_task + flexible_cpu_wide != self.rotation.len()
+            || self.task_rotation.iter().any(|(pid, order)| {
+                order.iter().any(|(k, id)| {
+                    self.rotation.get(k) != Some(id) || self.bps.get(id).and_then(|b| b.req.scope.pid()) != Some(*pid)
+                })
+            })
+        {
+            return Err("the per-task round-robin orders are out of step with the global one".to_string());
+        }
         if flexible_cpu_wide != self.cpu_wide_flexible {
             return Err(format!("{} cpu-wide flexible breakpoints counted, {flexible_cpu_wide} live", self.cpu_wide_flexible));
         }
@@ -673,11 +725,26 @@ impl Engine {
         }
     }
 
-    fn push_rotation(&mut self, id: BpId) -> u64 {
+    fn push_rotation(&mut self, id: BpId, scope: Scope) -> u64 {
         let key = self.next_rotation_key;
         self.next_rotation_key += 1;
         self.rotation.insert(key, id);
+        if let Some(pid) = scope.pid() {
+            self.task_rotation.entry(pid).or_default().insert(key, id);
+        }
         key
+    }
+
+    fn remove_rotation(&mut self, key: u64, scope: Scope) {
+        self.rotation.remove(&key);
+        if let Some(pid) = scope.pid()
+            && let Some(order) = self.task_rotation.get_mut(&pid)
+        {
+            order.remove(&key);
+            if order.is_empty() {
+                self.task_rotation.remove(&pid);
+            }
+        }
     }
 
     /// Move the breakpoints the last plan chose ([`Engine::replan`]) to the
@@ -695,8 +762,9 @@ impl Engine {
             pending.into_iter().filter_map(|id| Some((self.bps.get(&id)?.rotation_key?, id))).collect();
         moves.sort_unstable();
         for (key, id) in moves {
-            self.rotation.remove(&key);
-            let key = self.push_rotation(id);
+            let Some(scope) = self.bps.get(&id).map(|b| b.req.scope) else { continue };
+            self.remove_rotation(key, scope);
+            let key = self.push_rotation(id, scope);
             if let Some(bp) = self.bps.get_mut(&id) {
                 bp.rotation_key = Some(key);
             }
@@ -744,7 +812,7 @@ impl Engine {
         self.detach(id, &bp.tokens, bp.req.pinned);
         self.pinned.remove(&id);
         if let Some(k) = bp.rotation_key {
-            self.rotation.remove(&k);
+            self.remove_rotation(k, bp.req.scope);
             self.count_flexible(bp.req.scope, false);
         }
     }

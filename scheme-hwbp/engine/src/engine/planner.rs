@@ -8,7 +8,7 @@
 //! with the same result. Both install plans so that what stays keeps its
 //! place. See the crate README.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hwbp_kern::plan::CpuPiece;
 use hwbp_kern::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, Slot, Token};
@@ -243,28 +243,23 @@ impl Engine {
             return self.ctx_plans.remove(&pid).is_some();
         }
         let mut scratch = self.pinned_load.task_scratch(pid);
+        // The enabled pinned ones are armed whatever else (collected in the
+        // last pass below, which looks every breakpoint up anyway); the
+        // flexible ones fit against the pinned counts in `scratch`.
         let mut armed: Vec<Token> = Vec::new();
         let mut running: Vec<BpId> = Vec::new();
-        let mut flexible: Vec<(u64, BpId)> = Vec::new();
-        for &id in &ids {
-            let Some(bp) = self.bps.get(&id) else { continue };
-            if bp.req.pinned {
-                if bp.enabled {
-                    armed.extend(bp.tokens.iter().copied());
-                    running.push(id);
-                }
-            } else if let (Some(key), true) = (bp.rotation_key, bp.enabled) {
-                flexible.push((key, id));
-            }
-        }
-        flexible.sort_unstable();
+        let no_order = BTreeMap::new();
+        let order = self.task_rotation.get(&pid).unwrap_or(&no_order);
         // As in `replan`: `placed` holds the flexible slots armed so far
         // (slots are keyed by scope, so only this task's can be there).
         let mut placed: Vec<Token> = Vec::new();
         let mut first: Option<BpId> = None;
         let mut moves: Vec<BpId> = Vec::new();
-        for &(_, id) in &flexible {
+        for &id in order.values() {
             let Some(bp) = self.bps.get(&id) else { continue };
+            if !bp.enabled {
+                continue;
+            }
             let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
             let (units, real) = if bp.req.exclusive {
                 (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
@@ -299,9 +294,16 @@ impl Engine {
 
         running.sort_unstable();
         let mut tokens: Vec<Token> = Vec::new();
+        let mut all_running: Vec<BpId> = Vec::with_capacity(running.len());
         for &id in &ids {
             let Some(bp) = self.bps.get_mut(&id) else { continue };
-            let r = running.binary_search(&id).is_ok();
+            let r = if bp.req.pinned { bp.enabled } else { running.binary_search(&id).is_ok() };
+            if r && bp.req.pinned {
+                armed.extend(bp.tokens.iter().copied());
+            }
+            if r {
+                all_running.push(id);
+            }
             if r != bp.running {
                 bp.accrue(now);
                 bp.running = r;
@@ -310,10 +312,12 @@ impl Engine {
         }
         tokens.sort_unstable();
         tokens.dedup();
+        all_running.sort_unstable();
         for t in &tokens {
             let Some(slot) = self.slots.get_mut(t) else { continue };
             slot.routed.clear();
-            slot.routed.extend(slot.users.iter().copied().filter(|u| running.binary_search(u).is_ok()));
+            // Users of a task slot are this task's breakpoints.
+            slot.routed.extend(slot.users.iter().copied().filter(|u| all_running.binary_search(u).is_ok()));
         }
 
         armed.sort_unstable();
