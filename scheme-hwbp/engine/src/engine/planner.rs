@@ -41,8 +41,10 @@ impl Engine {
         // breakpoint from fitting is among these for its scope.
         let mut first_any: Option<BpId> = None;
         let mut first_cpu_wide: Option<BpId> = None;
-        let mut first_of_task: FxHashMap<Pid, BpId> = FxHashMap::default();
-        let mut task_moves: FxHashMap<Pid, Vec<BpId>> = FxHashMap::default();
+        // Per task: its first armed flexible breakpoint, and whether a move
+        // of it was asked for already.
+        let mut first_of_task: FxHashMap<Pid, (BpId, bool)> = FxHashMap::default();
+        let mut asked: Vec<(Pid, BpId)> = Vec::new();
         let mut cpu_wide_moves: Vec<BpId> = Vec::new();
         for id in self.rotation.values() {
             let Some(bp) = self.bps.get(id) else { continue };
@@ -65,7 +67,7 @@ impl Engine {
                 first_any.get_or_insert(*id);
                 match bp.req.scope.pid() {
                     Some(pid) => {
-                        first_of_task.entry(pid).or_insert(*id);
+                        first_of_task.entry(pid).or_insert((*id, false));
                     }
                     None => {
                         first_cpu_wide.get_or_insert(*id);
@@ -89,18 +91,24 @@ impl Engine {
             }
             match bp.req.scope.pid() {
                 Some(pid) => {
-                    let first = first_of_task.get(&pid).copied().into_iter().chain(first_cpu_wide);
-                    let mut first = first.peekable();
-                    if first.peek().is_some() {
-                        task_moves.entry(pid).or_default().extend(first);
+                    if let Some((first, done)) = first_of_task.get_mut(&pid)
+                        && !*done
+                    {
+                        *done = true;
+                        asked.push((pid, *first));
+                    }
+                    if let Some(cw) = first_cpu_wide {
+                        asked.push((pid, cw));
                     }
                 }
                 None => cpu_wide_moves.extend(first_any),
             }
         }
-        for moves in task_moves.values_mut() {
-            moves.sort_unstable();
-            moves.dedup();
+        asked.sort_unstable();
+        asked.dedup();
+        let mut task_moves: FxHashMap<Pid, Vec<BpId>> = FxHashMap::default();
+        for group in asked.chunk_by(|a, b| a.0 == b.0) {
+            task_moves.insert(group[0].0, group.iter().map(|&(_, id)| id).collect());
         }
         cpu_wide_moves.sort_unstable();
         cpu_wide_moves.dedup();
