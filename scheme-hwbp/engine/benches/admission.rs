@@ -205,17 +205,27 @@ fn main() {
 /// with a full replan after each call (the planner before it was
 /// incremental) as the reference. `own 10`: the measured breakpoint's task
 /// already holds 10 flexible breakpoints (its own replan is the cost).
+/// `cpu-wide`: as `incremental` with one flexible cpu-wide breakpoint per
+/// CPU opened first (the new task breakpoint is behind them in the order,
+/// so the planner stays incremental; the bench asserts it).
 fn open_close_beside_flexible() {
     println!();
     println!("open+close of a flexible breakpoint + tick after each, {CPUS} CPUs, n flexible breakpoints of other tasks (10 per task), us per operation");
-    println!("{:>8} {:>14} {:>14} {:>14} {:>9}", "n", "incremental", "own 10", "full replan", "ratio");
+    println!("{:>8} {:>14} {:>14} {:>14} {:>14} {:>9}", "n", "incremental", "own 10", "cpu-wide", "full replan", "ratio");
     for n in [0u32, 1_000, 10_000, 100_000] {
         let mut engine = Engine::new(Config::new(CPUS));
+        let mut with_cpu_wide = Engine::new(Config::new(CPUS));
+        for c in 0..CPUS {
+            let bp = BpDesc { task: None, cpu: Some(c) };
+            with_cpu_wide.open(&Request { pinned: false, ..request(bp, u64::from(c)) }, 0, 0).expect("fits");
+        }
         for i in 0..n {
             let bp = BpDesc { task: Some(i / 10 + 1), cpu: None };
             let req = Request { pinned: false, ..request(bp, u64::from(i)) };
             engine.open(&req, 0, 0).expect("flexible always fits");
+            with_cpu_wide.open(&req, 0, 0).expect("flexible always fits");
         }
+        with_cpu_wide.replan_all(0);
         // A task of its own (none of the n), and one with 10 of its own.
         let (fresh, busy) = (n / 10 + 100, n / 10 + 101);
         for k in 0..10 {
@@ -233,17 +243,22 @@ fn open_close_beside_flexible() {
             engine.close(id, 0).expect("open");
             black_box(if full { engine.replan_all(0) } else { engine.tick(0) });
         };
-        let (mut t_inc, mut t_own, mut t_full) = (f64::MAX, f64::MAX, f64::MAX);
+        let (mut t_inc, mut t_own, mut t_cw, mut t_full) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+        let replans = with_cpu_wide.replan_counts();
         for _ in 0..ROUNDS {
             t_inc = t_inc.min(measure(&ops, |i, bp| once(&mut engine, bp, i, false)));
+            t_cw = t_cw.min(measure(&ops, |i, bp| once(&mut with_cpu_wide, bp, i, false)));
             t_own = t_own.min(measure(&busy_ops, |i, bp| once(&mut engine, bp, i, false)));
             t_full = t_full.min(measure(&ops, |i, bp| once(&mut engine, bp, i, true)));
         }
+        let full_replans = with_cpu_wide.replan_counts().0 - replans.0;
+        assert_eq!(full_replans, 0, "beside cpu-wide flexible breakpoints the planner stayed incremental");
         println!(
-            "{:>8} {:>14.2} {:>14.2} {:>14.2} {:>8.0}x",
+            "{:>8} {:>14.2} {:>14.2} {:>14.2} {:>14.2} {:>8.0}x",
             n,
             t_inc / 1e3,
             t_own / 1e3,
+            t_cw / 1e3,
             t_full / 1e3,
             t_full / t_inc
         );

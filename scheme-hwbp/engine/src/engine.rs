@@ -177,6 +177,18 @@ pub struct Engine {
     /// The same order per task: each task's live flexible breakpoints
     /// (no empty entries).
     task_rotation: FxHashMap<Pid, BTreeMap<u64, BpId>>,
+    /// The same order of the live cpu-wide flexible breakpoints.
+    cpu_wide_rotation: BTreeMap<u64, BpId>,
+    /// The cpu-wide flexible breakpoints the last full replan armed, in
+    /// order: (rotation key, id, scope, units it added to `cpu(c)`).
+    /// Valid until the next full replan: incremental plans never change
+    /// them (see `replan_dirty_scopes`).
+    cpu_wide_armed: Vec<(u64, BpId, Scope, u8)>,
+    /// Per task: the smallest rotation key at or after which its armed set
+    /// may have changed by a change since the last plan that the new plan
+    /// cannot see (an armed breakpoint closed, modified or disabled); 0
+    /// when its pinned counts changed.
+    task_changed: FxHashMap<Pid, u64>,
     /// Live breakpoints of each task.
     task_bps: FxHashMap<Pid, FxHashSet<BpId>>,
     /// Open breakpoints per uid (ended ones included until closed).
@@ -199,6 +211,8 @@ pub struct Engine {
     cpu_wide_flexible: usize,
     /// Benchmark aid: every replan is a full one.
     always_full: bool,
+    /// Replans so far: (full, incremental). For tests and benchmarks.
+    replans: (u64, u64),
     /// Live cpu-wide breakpoints per CPU, and on all CPUs.
     cpu_bps: Vec<FxHashSet<BpId>>,
     all_cpu_bps: FxHashSet<BpId>,
@@ -227,6 +241,9 @@ impl Engine {
             pinned: FxHashSet::default(),
             rotation: BTreeMap::new(),
             task_rotation: FxHashMap::default(),
+            cpu_wide_rotation: BTreeMap::new(),
+            cpu_wide_armed: Vec::new(),
+            task_changed: FxHashMap::default(),
             task_bps: FxHashMap::default(),
             open_per_uid: FxHashMap::default(),
             ctx_plans: FxHashMap::default(),
@@ -238,6 +255,7 @@ impl Engine {
             cpu_wide_changed: false,
             cpu_wide_flexible: 0,
             always_full: false,
+            replans: (0, 0),
             cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
             all_cpu_bps: FxHashSet::default(),
             contended: false,
@@ -299,6 +317,9 @@ impl Engine {
             bp.rotation_key = Some(self.push_rotation(id, req.scope));
             self.count_flexible(req.scope, true);
         }
+        if req.pinned {
+            self.note_task_change(req.scope, 0);
+        }
         self.index(id, req.scope);
         self.bps.insert(id, bp);
         *self.open_per_uid.entry(uid).or_default() += 1;
@@ -348,6 +369,10 @@ impl Engine {
         // Committed from here on.
         let Some(bp) = self.bps.get(&id) else { return Err(EngineError::NoSuchBreakpoint) };
         let (old_tokens, was_pinned) = (bp.tokens.clone(), bp.req.pinned);
+        let since = if was_pinned || req.pinned { Some(0) } else { bp.running.then_some(bp.rotation_key).flatten() };
+        if let Some(key) = since {
+            self.note_task_change(scope, key);
+        }
         // Attach first, so a piece the new event keeps stays in its slot
         // with its token (no plan change for it).
         let tokens = self.attach(id, &keys, req.pinned);
@@ -387,11 +412,15 @@ impl Engine {
     pub fn set_enabled(&mut self, id: BpId, enabled: bool, now: Nanos) -> Result<(), EngineError> {
         let bp = self.bps.get_mut(&id).ok_or(EngineError::NoSuchBreakpoint)?;
         bp.accrue(now);
+        let was_running = bp.running.then_some(bp.rotation_key).flatten();
         bp.enabled = enabled;
         if !enabled {
             bp.running = false;
         }
         let scope = bp.req.scope;
+        if let (Some(key), false) = (was_running, enabled) {
+            self.note_task_change(scope, key);
+        }
         self.touch(scope);
         Ok(())
     }
@@ -402,6 +431,10 @@ impl Engine {
         let mut bp = self.bps.remove(&id).ok_or(EngineError::NoSuchBreakpoint)?;
         bp.accrue(now);
         if bp.alive {
+            let since = if bp.req.pinned { Some(0) } else { bp.running.then_some(bp.rotation_key).flatten() };
+            if let Some(key) = since {
+                self.note_task_change(bp.req.scope, key);
+            }
             self.release(id, &bp);
             self.unindex(id, bp.req.scope);
         }
@@ -431,9 +464,14 @@ impl Engine {
             self.bps.insert(id, bp);
         }
         self.ctx_plans.remove(&pid);
-        // Its left-out breakpoints ask for nothing any more; no other
-        // task's plan depends on this one (see replan_dirty_scopes).
+        // Its left-out breakpoints ask for nothing any more; other tasks'
+        // plans depend on this one only through cpu-wide flexible
+        // breakpoints (see replan_dirty_scopes).
         self.task_moves.remove(&pid);
+        if !ended.is_empty() {
+            self.task_changed.insert(pid, 0);
+            self.dirty_tasks.insert(pid);
+        }
         self.dirty = true;
         ended
     }
@@ -442,7 +480,8 @@ impl Engine {
     /// some were left out, and recompute the plans if anything changed.
     pub fn tick(&mut self, now: Nanos) -> PlanChanges {
         let due = self.last_rotation.is_none_or(|t| now.saturating_sub(t) >= self.cfg.rotation_ns);
-        if self.contended && due {
+        let rotated = self.contended && due;
+        if rotated {
             self.rotate();
             self.last_rotation = Some(now);
         }
@@ -451,14 +490,24 @@ impl Engine {
         }
         self.dirty = false;
         let cpu_wide_changed = std::mem::take(&mut self.cpu_wide_changed);
+        // With cpu-wide flexible breakpoints live, a rotation or a change
+        // of a CPU plan may move them: replan everything.
+        let cpu_wide_moves = self.cpu_wide_flexible > 0
+            && (rotated || self.dirty_all_cpus || !self.dirty_cpus.is_empty());
         if self.always_full
-            || self.cpu_wide_flexible > 0
+            || cpu_wide_moves
             || (cpu_wide_changed && !self.rotation.is_empty())
             || self.dirty_tasks_hold_most()
         {
-            self.replan(now)
-        } else {
-            self.replan_dirty_scopes(now)
+            return self.replan(now);
+        }
+        match self.replan_dirty_scopes(now) {
+            Some(changes) => {
+                self.replans.1 += 1;
+                changes
+            }
+            // A task's change reaches a cpu-wide flexible breakpoint.
+            None => self.replan(now),
         }
     }
 
@@ -477,6 +526,12 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Test and benchmark aid: replans so far, (full, incremental).
+    #[doc(hidden)]
+    pub fn replan_counts(&self) -> (u64, u64) {
+        self.replans
     }
 
     /// Benchmark aid: make every [`Engine::tick`] that has something to do
@@ -568,6 +623,7 @@ impl Engine {
             && self.pinned.is_empty()
             && self.rotation.is_empty()
             && self.task_rotation.is_empty()
+            && self.cpu_wide_rotation.is_empty()
             && self.task_bps.is_empty()
             && self.all_cpu_bps.is_empty()
             && self.cpu_bps.iter().all(FxHashSet::is_empty)
@@ -603,7 +659,7 @@ impl Engine {
         {
             return Err("the per-task round-robin orders are out of step with the global one".to_string());
         }
-        if flexible_cpu_wide != self.cpu_wide_flexible {
+        if flexible_cpu_wide != self.cpu_wide_flexible || flexible_cpu_wide != self.cpu_wide_rotation.len() {
             return Err(format!("{} cpu-wide flexible breakpoints counted, {flexible_cpu_wide} live", self.cpu_wide_flexible));
         }
         if copy.pending_moves() != self.pending_moves() {
@@ -652,6 +708,15 @@ impl Engine {
             self.cpu_wide_changed = true;
         }
         self.touch(scope);
+    }
+
+    /// Task `scope`'s armed set may have changed from rotation key `key` on
+    /// in a way its next plan cannot see (see `task_changed`).
+    fn note_task_change(&mut self, scope: Scope, key: u64) {
+        if let Some(pid) = scope.pid() {
+            let k = self.task_changed.entry(pid).or_insert(key);
+            *k = (*k).min(key);
+        }
     }
 
     /// A live flexible breakpoint of `scope` came (`true`) or went.
@@ -729,14 +794,22 @@ impl Engine {
         let key = self.next_rotation_key;
         self.next_rotation_key += 1;
         self.rotation.insert(key, id);
-        if let Some(pid) = scope.pid() {
-            self.task_rotation.entry(pid).or_default().insert(key, id);
+        match scope.pid() {
+            Some(pid) => {
+                self.task_rotation.entry(pid).or_default().insert(key, id);
+            }
+            None => {
+                self.cpu_wide_rotation.insert(key, id);
+            }
         }
         key
     }
 
     fn remove_rotation(&mut self, key: u64, scope: Scope) {
         self.rotation.remove(&key);
+        if scope.pid().is_none() {
+            self.cpu_wide_rotation.remove(&key);
+        }
         if let Some(pid) = scope.pid()
             && let Some(order) = self.task_rotation.get_mut(&pid)
         {

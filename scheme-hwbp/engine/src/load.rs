@@ -123,6 +123,55 @@ impl TaskScratch {
     }
 }
 
+/// The task test of the rule against the cpu-wide counts `cpus` (and
+/// their histogram `hist`).
+fn task_fits_in(
+    cpus: &[u8],
+    hist: &Histogram,
+    t: &TaskLoad,
+    cpu: Option<CpuId>,
+    units: u8,
+    real: u8,
+) -> Result<(), &'static str> {
+    if usize::from(t.pieces) + usize::from(real) > MAX_CONTEXT_PIECES {
+        return Err(TOO_MANY_IN_CONTEXT);
+    }
+    let count = |c: CpuId| u32::from(cpus.get(c as usize).copied().unwrap_or(MAX));
+    let worst = match cpu {
+        None => t.only.iter().map(|&(c, o)| count(c) + u32::from(o)).fold(u32::from(hist.max()), u32::max),
+        Some(c) => count(c) + u32::from(t.only(c)),
+    };
+    if u32::from(t.any) + u32::from(units) + worst <= u32::from(MAX) { Ok(()) } else { Err(TOO_MANY_ON_A_CPU) }
+}
+
+/// The cpu-wide counts of a [`Load`], copied, plus cpu-wide slots added
+/// while planning (flexible cpu-wide breakpoints armed ahead of a task's).
+#[derive(Clone, Debug)]
+pub struct CpuView {
+    cpu: Vec<u8>,
+    hist: Histogram,
+}
+
+impl CpuView {
+    /// Count `units` more slots of the cpu-wide `scope` (task scopes: no-op).
+    pub fn add(&mut self, scope: Scope, units: u8) {
+        let n = self.cpu.len();
+        let mut one = |c: usize| {
+            if let Some(v) = self.cpu.get_mut(c) {
+                let new = v.saturating_add(units);
+                self.hist.remove(*v);
+                self.hist.add(new.min(MAX));
+                *v = new;
+            }
+        };
+        match scope {
+            Scope::Cpu(c) => one(c as usize),
+            Scope::AllCpus => (0..n).for_each(one),
+            Scope::Task { .. } => debug_assert!(false, "CpuView::add of a task scope"),
+        }
+    }
+}
+
 /// Why a request does not fit.
 pub const TOO_MANY_ON_A_CPU: &str = "a cpu would need more than 4 debug registers in some schedule";
 pub const TOO_MANY_IN_CONTEXT: &str = "a task would hold more than 16 pinned pieces";
@@ -186,18 +235,31 @@ impl Load {
     /// The task half of [`Load::fits`]: task `t` (counts `t`) adding
     /// `units` slots on every CPU (`cpu: None`) or on one.
     fn task_fits(&self, t: &TaskLoad, cpu: Option<CpuId>, units: u8, real: u8) -> Result<(), &'static str> {
-        if usize::from(t.pieces) + usize::from(real) > MAX_CONTEXT_PIECES {
-            return Err(TOO_MANY_IN_CONTEXT);
+        task_fits_in(&self.cpu, &self.cpu_hist, t, cpu, units, real)
+    }
+
+    /// A copy of the cpu-wide counts, to add cpu-wide slots to while
+    /// planning tasks against them (see [`Load::fits_scratch_on`]).
+    pub fn cpu_view(&self) -> CpuView {
+        CpuView { cpu: self.cpu.clone(), hist: self.cpu_hist }
+    }
+
+    /// [`Load::fits_scratch`] with the cpu-wide counts of `view` (`None`:
+    /// this accounting's own).
+    pub fn fits_scratch_on(
+        &self,
+        view: Option<&CpuView>,
+        scratch: &TaskScratch,
+        scope: Scope,
+        units: u8,
+        real: u8,
+    ) -> Result<(), &'static str> {
+        match (view, scope) {
+            (Some(v), Scope::Task { pid, cpu }) if pid == scratch.pid => {
+                task_fits_in(&v.cpu, &v.hist, &scratch.t, cpu, units, real)
+            }
+            _ => self.fits_scratch(scratch, scope, units, real),
         }
-        let worst = match cpu {
-            None => t
-                .only
-                .iter()
-                .map(|&(c, o)| u32::from(self.cpu_count(c)) + u32::from(o))
-                .fold(u32::from(self.cpu_hist.max()), u32::max),
-            Some(c) => u32::from(self.cpu_count(c)) + u32::from(t.only(c)),
-        };
-        if u32::from(t.any) + u32::from(units) + worst <= u32::from(MAX) { Ok(()) } else { Err(TOO_MANY_ON_A_CPU) }
     }
 
     /// A working copy of task `pid`'s counts, for planning that one task

@@ -407,6 +407,22 @@ fn task_flexible_op() -> impl Strategy<Value = Op> {
     })
 }
 
+/// One to three flexible cpu-wide breakpoints first, then contended task
+/// breakpoints: the incremental path with cpu-wide flexible ones live (a
+/// task change behind them stays incremental; one that reaches them falls
+/// back to a full replan).
+fn beside_cpu_wide_flexible() -> impl Strategy<Value = Vec<Op>> {
+    let cpu_wide = prop_oneof![(0..CPUS).prop_map(Scope::Cpu), Just(Scope::AllCpus)];
+    let first = prop::collection::vec(
+        (cpu_wide, 0..4u64).prop_map(|(scope, k)| Op::Open(Request::new(scope, 0x1000 + 8 * k, 4, Access::Write))),
+        1..4,
+    );
+    (first, prop::collection::vec(task_flexible_op(), 1..60)).prop_map(|(mut a, b)| {
+        a.extend(b);
+        a
+    })
+}
+
 fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut h = Harness::new();
     for op in ops {
@@ -441,6 +457,11 @@ proptest! {
     fn incremental_planning_of_contended_tasks_equals_a_full_replan(
         ops in prop::collection::vec(task_flexible_op(), 1..60)
     ) {
+        run_model(&ops)?;
+    }
+
+    #[test]
+    fn incremental_planning_beside_cpu_wide_flexible_equals_a_full_replan(ops in beside_cpu_wide_flexible()) {
         run_model(&ops)?;
     }
 

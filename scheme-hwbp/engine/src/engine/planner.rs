@@ -3,8 +3,9 @@
 //! [`Engine::replan`] recomputes everything (pinned first, then flexible in
 //! round-robin order, each all-or-nothing under the admission rule, and
 //! chooses what the next rotation moves); [`Engine::replan_dirty_scopes`]
-//! is the incremental path while no cpu-wide flexible breakpoint is live:
-//! it replans only the touched tasks ([`Engine::replan_task`]) and CPUs,
+//! is the incremental path (with cpu-wide flexible breakpoints live, as
+//! long as a task's change does not reach them):
+//! it replans only the touched tasks ([`Engine::plan_task`]) and CPUs,
 //! with the same result. Both install plans so that what stays keeps its
 //! place. See the crate README.
 
@@ -14,6 +15,22 @@ use hwbp_kern::plan::CpuPiece;
 use hwbp_kern::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, Slot, Token};
 
 use super::{EXCLUSIVE_UNITS, Engine, PlanChanges};
+
+/// One task's plan computed by [`Engine::plan_task`], not yet installed.
+pub(super) struct TaskPlan {
+    pid: Pid,
+    /// The task's live breakpoints.
+    ids: Vec<BpId>,
+    /// Its flexible breakpoints that fit, in order.
+    running: Vec<BpId>,
+    /// Their slots (the pinned ones are added when installed).
+    armed: Vec<Token>,
+    /// What it asks the next rotation to move.
+    moves: Vec<BpId>,
+    /// Smallest rotation key of a flexible breakpoint whose decision
+    /// differs from its current `running` flag.
+    changed_from: u64,
+}
 use crate::fxhash::{FxHashMap, FxHashSet};
 use crate::request::Scope;
 use crate::{BpId, Nanos, Pid};
@@ -22,9 +39,12 @@ impl Engine {
     /// Recompute every plan: pinned first, then flexible in rotation order,
     /// each all-or-nothing, under the same rule as pinned admission.
     pub(super) fn replan(&mut self, now: Nanos) -> PlanChanges {
-        self.dirty_tasks.clear();
-        self.dirty_cpus.clear();
+        self.replans.0 += 1;
+        self.dirty_tasks = FxHashSet::default();
+        self.dirty_cpus = FxHashSet::default();
         self.dirty_all_cpus = false;
+        self.task_changed = FxHashMap::default();
+        let mut cpu_wide_armed: Vec<(u64, BpId, Scope, u8)> = Vec::new();
         let mut load = self.pinned_load.clone();
         let mut placed: FxHashSet<Token> = FxHashSet::with_capacity_and_hasher(self.slots.len(), Default::default());
         let mut armed: Vec<Token> = Vec::with_capacity(self.slots.len());
@@ -46,7 +66,7 @@ impl Engine {
         let mut first_of_task: FxHashMap<Pid, (BpId, bool)> = FxHashMap::default();
         let mut asked: Vec<(Pid, BpId)> = Vec::new();
         let mut cpu_wide_moves: Vec<BpId> = Vec::new();
-        for id in self.rotation.values() {
+        for (&key, id) in &self.rotation {
             let Some(bp) = self.bps.get(id) else { continue };
             if !bp.enabled {
                 continue;
@@ -71,6 +91,7 @@ impl Engine {
                     }
                     None => {
                         first_cpu_wide.get_or_insert(*id);
+                        cpu_wide_armed.push((key, *id, bp.req.scope, units));
                     }
                 }
                 continue;
@@ -115,6 +136,7 @@ impl Engine {
         let contended = !task_moves.is_empty() || !cpu_wide_moves.is_empty();
         self.task_moves = task_moves;
         self.cpu_wide_moves = cpu_wide_moves;
+        self.cpu_wide_armed = cpu_wide_armed;
         self.cpu_wide_changed = false;
         if contended && !self.contended {
             // Contention starts now: the first rotation is one period away.
@@ -188,18 +210,49 @@ impl Engine {
         changes
     }
 
-    /// With no cpu-wide flexible breakpoint live (and no cpu-wide
-    /// breakpoint changed while flexible ones exist), a task's plan depends
-    /// only on its own breakpoints and the pinned counts, and a CPU's plan
-    /// holds exactly the enabled pinned breakpoints of its cpu-wide scopes:
-    /// recompute only the scopes that changed. Same result as
-    /// [`Engine::replan`] (checked by the property tests), in time
-    /// proportional to the breakpoints of the touched scopes.
-    pub(super) fn replan_dirty_scopes(&mut self, now: Nanos) -> PlanChanges {
-        debug_assert_eq!(self.cpu_wide_flexible, 0);
-        self.cpu_wide_moves.clear();
+    /// Replan only the scopes touched since the last plan, with the same
+    /// result as [`Engine::replan`] (checked by the property tests), in time
+    /// proportional to their breakpoints. `None` (nothing changed) when a
+    /// task's change could reach a cpu-wide flexible breakpoint: then only
+    /// a full replan is exact.
+    ///
+    /// Why it is exact: in the walk of `replan`, a task breakpoint's test
+    /// reads its own task's counts and `cpu(c)` (pinned cpu-wide slots plus
+    /// the cpu-wide flexible ones armed ahead of it), so given the
+    /// cpu-wide flexible ones armed (`cpu_wide_armed`), each task plans
+    /// alone ([`Engine::plan_task`]). A cpu-wide flexible breakpoint's test
+    /// reads the tasks' counts at its place in the order; if every decision
+    /// of a task that changed lies behind the last cpu-wide flexible
+    /// breakpoint (and its pinned counts did not change), none of those
+    /// counts changed, so neither did any cpu-wide decision, the CPU plans,
+    /// nor the moves the cpu-wide ones ask for. The caller (`tick`) sends
+    /// rotations and CPU-plan changes with cpu-wide flexible breakpoints
+    /// live, and cpu-wide changes, to the full replan.
+    pub(super) fn replan_dirty_scopes(&mut self, now: Nanos) -> Option<PlanChanges> {
+        // Taken, not cleared: a set that once grew large (many opens
+        // between two ticks) would cost its capacity at every tick.
         let mut tasks: Vec<Pid> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
         tasks.sort_unstable();
+        let task_changed = std::mem::take(&mut self.task_changed);
+        let last_cpu_wide = self.cpu_wide_rotation.keys().next_back().copied();
+        if last_cpu_wide.is_none() {
+            // The last cpu-wide flexible one went (with no flexible one
+            // left, the tick does not replan fully).
+            self.cpu_wide_armed.clear();
+            self.cpu_wide_moves.clear();
+        }
+        let mut plans = Vec::with_capacity(tasks.len());
+        for &pid in &tasks {
+            let plan = self.plan_task(pid);
+            if let Some(last) = last_cpu_wide {
+                let unseen = task_changed.get(&pid).copied().unwrap_or(u64::MAX);
+                if plan.changed_from.min(unseen) <= last {
+                    // The full replan that follows plans every task.
+                    return None;
+                }
+            }
+            plans.push(plan);
+        }
         let cpus: Vec<CpuId> = if std::mem::take(&mut self.dirty_all_cpus) {
             self.dirty_cpus.clear();
             (0..self.cfg.cpus).collect()
@@ -208,18 +261,23 @@ impl Engine {
             cpus.sort_unstable();
             cpus
         };
+        debug_assert!(cpus.is_empty() || self.cpu_wide_flexible == 0, "cpu plans with cpu-wide flexible ones are the full replan's");
         let mut changes = PlanChanges::default();
-        for pid in tasks {
-            if self.replan_task(pid, now) {
+        for plan in plans {
+            let pid = plan.pid;
+            if self.apply_task_plan(plan, now) {
                 changes.tasks.push(pid);
             }
         }
-        let contended = !self.task_moves.is_empty();
+        let contended = !self.task_moves.is_empty() || !self.cpu_wide_moves.is_empty();
         if contended && !self.contended {
             // Contention starts now: the first rotation is one period away.
             self.last_rotation = Some(now);
         }
         self.contended = contended;
+        if cpus.is_empty() {
+            return Some(changes);
+        }
         let all: Vec<BpId> = self.all_cpu_bps.iter().copied().collect();
         let all_armed = self.arm_pinned(&all, now);
         for c in cpus {
@@ -234,39 +292,46 @@ impl Engine {
                 changes.cpus.push(c);
             }
         }
-        changes
+        Some(changes)
     }
 
-    /// Plan task `pid` alone, exactly as [`Engine::replan`] would while no
-    /// cpu-wide flexible breakpoint is live: its enabled pinned breakpoints,
-    /// then its enabled flexible ones in round-robin order, each
-    /// all-or-nothing against a copy of its own counts and the pinned
-    /// cpu-wide ones. Updates the running flags and routes of its
-    /// breakpoints and the moves it asks of the next rotation; `true` if its
-    /// plan changed.
-    pub(super) fn replan_task(&mut self, pid: Pid, now: Nanos) -> bool {
+    /// Plan task `pid` alone, exactly as [`Engine::replan`] would given the
+    /// cpu-wide flexible breakpoints it armed (`cpu_wide_armed`): its
+    /// enabled pinned breakpoints, then its enabled flexible ones in
+    /// round-robin order, each all-or-nothing against a copy of its own
+    /// counts and the cpu-wide counts at its place in the order. Changes
+    /// nothing; [`Engine::apply_task_plan`] installs the result.
+    pub(super) fn plan_task(&self, pid: Pid) -> TaskPlan {
         let ids: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-        if ids.is_empty() {
-            self.task_moves.remove(&pid);
-            return self.ctx_plans.remove(&pid).is_some();
+        let mut plan = TaskPlan { pid, ids, running: Vec::new(), armed: Vec::new(), moves: Vec::new(), changed_from: u64::MAX };
+        if plan.ids.is_empty() {
+            return plan;
         }
         let mut scratch = self.pinned_load.task_scratch(pid);
-        // The enabled pinned ones are armed whatever else (collected in the
-        // last pass below, which looks every breakpoint up anyway); the
-        // flexible ones fit against the pinned counts in `scratch`.
-        let mut armed: Vec<Token> = Vec::new();
-        let mut running: Vec<BpId> = Vec::new();
+        // The cpu-wide flexible breakpoints armed ahead of each of the
+        // task's, added as the walk passes them.
+        let ahead = &self.cpu_wide_armed;
+        let mut view = (!ahead.is_empty()).then(|| self.pinned_load.cpu_view());
+        let mut next_ahead = 0;
+        let first_cpu_wide = ahead.first().map(|&(key, id, _, _)| (key, id));
         let no_order = BTreeMap::new();
         let order = self.task_rotation.get(&pid).unwrap_or(&no_order);
         // As in `replan`: `placed` holds the flexible slots armed so far
         // (slots are keyed by scope, so only this task's can be there).
         let mut placed: Vec<Token> = Vec::new();
         let mut first: Option<BpId> = None;
-        let mut moves: Vec<BpId> = Vec::new();
-        for &id in order.values() {
+        for (&key, &id) in order {
             let Some(bp) = self.bps.get(&id) else { continue };
             if !bp.enabled {
                 continue;
+            }
+            if let Some(view) = view.as_mut() {
+                while let Some(&(k, _, scope, units)) = ahead.get(next_ahead)
+                    && k < key
+                {
+                    view.add(scope, units);
+                    next_ahead += 1;
+                }
             }
             let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
             let (units, real) = if bp.req.exclusive {
@@ -275,11 +340,15 @@ impl Engine {
                 let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
                 (n, n)
             };
-            if self.pinned_load.fits_scratch(&scratch, bp.req.scope, units, real).is_ok() {
+            let fits = self.pinned_load.fits_scratch_on(view.as_ref(), &scratch, bp.req.scope, units, real).is_ok();
+            if fits != bp.running {
+                plan.changed_from = plan.changed_from.min(key);
+            }
+            if fits {
                 scratch.add(bp.req.scope, units, real);
                 placed.extend(bp.tokens.iter().copied());
-                armed.extend(bp.tokens.iter().copied());
-                running.push(id);
+                plan.armed.extend(bp.tokens.iter().copied());
+                plan.running.push(id);
                 first.get_or_insert(id);
                 continue;
             }
@@ -289,22 +358,39 @@ impl Engine {
                 (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
             };
             if self.pinned_load.fits(bp.req.scope, alone, real).is_ok() {
-                moves.extend(first);
+                plan.moves.extend(first);
+                if let Some((k, w)) = first_cpu_wide
+                    && k < key
+                {
+                    plan.moves.push(w);
+                }
             }
         }
-        moves.sort_unstable();
-        moves.dedup();
+        plan.moves.sort_unstable();
+        plan.moves.dedup();
+        plan
+    }
+
+    /// Install what [`Engine::plan_task`] computed: running flags (times
+    /// accrued), routes of the task's slots, the moves it asks of the next
+    /// rotation, its plan; `true` if its plan changed.
+    fn apply_task_plan(&mut self, plan: TaskPlan, now: Nanos) -> bool {
+        let TaskPlan { pid, ids, running, mut armed, moves, .. } = plan;
         if moves.is_empty() {
             self.task_moves.remove(&pid);
         } else {
             self.task_moves.insert(pid, moves);
         }
-
+        if ids.is_empty() {
+            return self.ctx_plans.remove(&pid).is_some();
+        }
+        let mut running = running;
         running.sort_unstable();
         let mut tokens: Vec<Token> = Vec::new();
         let mut all_running: Vec<BpId> = Vec::with_capacity(running.len());
         for &id in &ids {
             let Some(bp) = self.bps.get_mut(&id) else { continue };
+            // The enabled pinned ones are armed whatever else.
             let r = if bp.req.pinned { bp.enabled } else { running.binary_search(&id).is_ok() };
             if r && bp.req.pinned {
                 armed.extend(bp.tokens.iter().copied());
@@ -327,7 +413,6 @@ impl Engine {
             // Users of a task slot are this task's breakpoints.
             slot.routed.extend(slot.users.iter().copied().filter(|u| all_running.binary_search(u).is_ok()));
         }
-
         armed.sort_unstable();
         armed.dedup();
         let pieces: Vec<ContextPiece> = armed
