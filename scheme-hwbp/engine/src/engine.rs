@@ -469,7 +469,7 @@ impl Engine {
         // breakpoints (see replan_dirty_scopes).
         self.task_moves.remove(&pid);
         if !ended.is_empty() {
-            self.task_changed.insert(pid, 0);
+            self.note_task_change(Scope::Task { pid, cpu: None }, 0);
             self.dirty_tasks.insert(pid);
         }
         self.dirty = true;
@@ -712,7 +712,12 @@ impl Engine {
 
     /// Task `scope`'s armed set may have changed from rotation key `key` on
     /// in a way its next plan cannot see (see `task_changed`).
+    /// Only needed while a cpu-wide flexible breakpoint is live: one that
+    /// comes later comes with a full replan.
     fn note_task_change(&mut self, scope: Scope, key: u64) {
+        if self.cpu_wide_flexible == 0 {
+            return;
+        }
         if let Some(pid) = scope.pid() {
             let k = self.task_changed.entry(pid).or_insert(key);
             *k = (*k).min(key);
