@@ -13,7 +13,7 @@
 //!   alone, and reports which plans changed;
 //! - [`Engine::context_plan`] / [`Engine::cpu_plan`] are what the kernel
 //!   arms; [`Engine::assignment`] is the register assignment the kernel will
-//!   compute from them ([`hwbp_kern::compose`]);
+//!   compute from them ([`hwbp_kern::compose()`]);
 //! - [`Engine::route`] maps the token of a hit back to the breakpoints that
 //!   share that register.
 //!
