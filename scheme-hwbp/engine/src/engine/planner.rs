@@ -308,6 +308,9 @@ impl Engine {
             return plan;
         }
         let mut scratch = self.pinned_load.task_scratch(pid);
+        // The pinned counts alone, for "could it run beside the pinned
+        // ones": `Load::fits` for this task without a lookup per breakpoint.
+        let pinned_only = scratch.clone();
         // The cpu-wide flexible breakpoints armed ahead of each of the
         // task's, added as the walk passes them.
         let ahead = &self.cpu_wide_armed;
@@ -357,7 +360,7 @@ impl Engine {
             } else {
                 (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
             };
-            if self.pinned_load.fits(bp.req.scope, alone, real).is_ok() {
+            if self.pinned_load.fits_scratch(&pinned_only, bp.req.scope, alone, real).is_ok() {
                 plan.moves.extend(first);
                 if let Some((k, w)) = first_cpu_wide
                     && k < key
