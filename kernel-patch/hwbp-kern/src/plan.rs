@@ -8,6 +8,7 @@
 //! what it can at write time and counts what still overflows at switch time.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::NUM_SLOTS;
 use crate::piece::{Piece, Slot, Token};
@@ -65,13 +66,32 @@ impl fmt::Display for PlanError {
     }
 }
 
+/// Source of [`ContextPlan`] version stamps: every change of any plan takes
+/// the next value, so equal stamps mean equal pieces.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
 /// The pieces of one context. Invariant: on every CPU at most
 /// [`NUM_SLOTS`] of them apply (checked by [`ContextPlan::push`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Each plan carries a version stamp, renewed by every change (0 for the
+/// empty plan). A copy keeps the stamp of what it copies, since it holds the
+/// same pieces. The switch path uses it to see, without comparing pieces,
+/// that the plan it is asked to load is the one it loaded last. Equality
+/// compares the pieces only.
+#[derive(Clone, Copy, Debug)]
 pub struct ContextPlan {
     pieces: [Option<ContextPiece>; MAX_CONTEXT_PIECES],
     len: usize,
+    stamp: u64,
 }
+
+impl PartialEq for ContextPlan {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ContextPlan {}
 
 impl Default for ContextPlan {
     fn default() -> Self {
@@ -80,7 +100,7 @@ impl Default for ContextPlan {
 }
 
 impl ContextPlan {
-    pub const EMPTY: ContextPlan = ContextPlan { pieces: [None; MAX_CONTEXT_PIECES], len: 0 };
+    pub const EMPTY: ContextPlan = ContextPlan { pieces: [None; MAX_CONTEXT_PIECES], len: 0, stamp: 0 };
 
     /// Build a plan from pieces, refusing the whole of it if any would not
     /// fit.
@@ -104,7 +124,14 @@ impl ContextPlan {
             }
             return Err(e);
         }
+        self.stamp = NEXT_STAMP.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// This version of the plan: equal non-zero stamps mean equal pieces.
+    /// 0 for a plan that was never changed (the empty plan).
+    pub const fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     fn check_per_cpu(&self) -> Result<(), PlanError> {

@@ -33,6 +33,9 @@ pub struct SwitchStats {
     pub lazy: u64,
     /// Context pieces that found no free register (a plan that did not fit).
     pub refused: u64,
+    /// Switches to the very plan already loaded (same stamp, CPU plan
+    /// unchanged): nothing recomposed, nothing written.
+    pub unchanged: u64,
 }
 
 #[derive(Debug)]
@@ -47,6 +50,8 @@ pub struct CpuDebugState {
     /// address that is already there is not written again.
     hw_addr: [u64; NUM_SLOTS],
     hw_dr7: u64,
+    /// Stamp of the context plan `loaded` was composed from (0: none).
+    loaded_stamp: u64,
     stats: SwitchStats,
 }
 
@@ -61,7 +66,8 @@ impl CpuDebugState {
             loaded: Composition::EMPTY,
             hw_addr: [0; NUM_SLOTS],
             hw_dr7: dr7::DISARMED,
-            stats: SwitchStats { switches: 0, lazy: 0, refused: 0 },
+            loaded_stamp: 0,
+            stats: SwitchStats { switches: 0, lazy: 0, refused: 0, unchanged: 0 },
         }
     }
 
@@ -72,6 +78,7 @@ impl CpuDebugState {
         regs.write_dr6(crate::dr6::CLEAR);
         self.hw_dr7 = dr7::DISARMED;
         self.loaded = Composition::EMPTY;
+        self.loaded_stamp = 0;
         self.plan_dirty = !self.plan.is_empty();
     }
 
@@ -109,6 +116,16 @@ impl CpuDebugState {
             self.stats.lazy = self.stats.lazy.saturating_add(1);
             return;
         }
+        // The plan loaded last, again (the same context back, or a copy of
+        // its plan): the composition would come out the same.
+        if let Some(plan) = next
+            && plan.stamp() != 0
+            && plan.stamp() == self.loaded_stamp
+            && !self.plan_dirty
+        {
+            self.stats.unchanged = self.stats.unchanged.saturating_add(1);
+            return;
+        }
         self.reload(regs, next);
     }
 
@@ -119,6 +136,7 @@ impl CpuDebugState {
         let target = compose(self.cpu, &self.plan, current);
         self.stats.refused = self.stats.refused.saturating_add(u64::from(target.refused()));
         self.load(regs, target);
+        self.loaded_stamp = current.map_or(0, ContextPlan::stamp);
         self.plan_dirty = false;
     }
 
@@ -324,6 +342,37 @@ mod tests {
             assert_eq!((w.addr, w.dr7), (addr, dr7), "step {i}");
             assert_eq!(regs.inner.dr7, cpu.loaded().dr7(), "step {i}");
         }
+    }
+
+    #[test]
+    fn the_plan_loaded_last_is_not_recomposed_but_an_equal_new_one_is() {
+        let (mut cpu, mut regs) = setup();
+        let a = ctx(&[0x1000, 0x2000]);
+        cpu.switch_to(&mut regs, Some(&a));
+        writes_of(&mut regs);
+        let copy = a;
+        cpu.switch_to(&mut regs, Some(&copy));
+        assert_eq!(cpu.stats().unchanged, 1, "a copy keeps the stamp");
+        // Built anew with the same pieces: another stamp, recomposed, and
+        // still no write since the registers already hold it.
+        let rebuilt = ctx(&[0x1000, 0x2000]);
+        assert_eq!(rebuilt, a);
+        assert_ne!(rebuilt.stamp(), a.stamp());
+        cpu.switch_to(&mut regs, Some(&rebuilt));
+        assert_eq!(cpu.stats().unchanged, 1);
+        assert_eq!(writes_of(&mut regs), WriteCounts::default());
+        // A CPU plan change forces the recomposition even for the same plan.
+        cpu.set_plan(cpu_plan(&[0x100]));
+        cpu.switch_to(&mut regs, Some(&rebuilt));
+        assert_eq!(cpu.stats().unchanged, 1);
+        assert_eq!(cpu.loaded().used_slots(), 0b0111);
+        // Changing a plan in place renews its stamp.
+        let mut grown = rebuilt;
+        grown
+            .push(ContextPiece { piece: Piece::new(0x3000, Len::One, Access::Write).unwrap(), token: 3, cpu: CpuFilter::Any })
+            .unwrap();
+        cpu.switch_to(&mut regs, Some(&grown));
+        assert_eq!(cpu.loaded().used_slots(), 0b1111);
     }
 
     #[test]

@@ -154,10 +154,17 @@ pub fn run() -> ! {
     let w2 = s.regs.writes;
     let same = per_call(|_| dbg.cpu.switch_to(&mut s.regs, black_box(Some(&plan_b))));
     let same_writes = s.regs.writes.switch_writes() - w2.switch_writes();
+    // Another thread of the same process: equal pieces, written separately
+    // (its own version stamp), so the switch recomposes but writes nothing.
+    let plan_b_thread = plan(&[var(0x300), var(0x340)]);
+    let w3 = s.regs.writes;
+    let thread = per_call(|i| dbg.cpu.switch_to(&mut s.regs, black_box(Some(if i % 2 == 0 { &plan_b_thread } else { &plan_b }))));
+    let thread_writes = s.regs.writes.switch_writes() - w3.switch_writes();
     dbg.cpu.switch_to(&mut s.regs, None);
     println!("BENCH switch_to, guest instructions per call ({SWITCHES} calls each), DR writes in total:");
     println!("BENCH   no debug state on either side (lazy)   {lazy:>6}   {lazy_writes} writes");
-    println!("BENCH   same plan again (another thread)       {same:>6}   {same_writes} writes");
+    println!("BENCH   the plan loaded last again             {same:>6}   {same_writes} writes");
+    println!("BENCH   equal plans of two threads, in turn    {thread:>6}   {thread_writes} writes");
     println!(
         "BENCH   alternating 1-piece / 2-piece plans    {between:>6}   {between_writes} writes ({}.{:02} per switch)",
         between_writes / SWITCHES,
