@@ -7,6 +7,9 @@
 //! - **Lazy**: when neither the previous nor the next context has pieces
 //!   and the CPU's plan did not change, nothing is computed and no register
 //!   is written.
+//! - **Unchanged**: when the next context's plan is the one loaded last
+//!   (same version stamp) and the CPU's plan did not change, nothing is
+//!   computed either.
 //! - **Minimal**: otherwise the new composition is compared with the mirror
 //!   and only the registers that differ are written.
 //! - **Never half-loaded**: DR7 is written first to disable every slot that
