@@ -123,6 +123,19 @@ struct Bp {
 }
 
 impl Bp {
+    /// Register units and new pieces this breakpoint needs to be armed,
+    /// beside the pinned slots it shares and the slots `is_placed` says are
+    /// armed already: (units the constraint counts, real pieces). An
+    /// exclusive breakpoint needs every register.
+    fn units_beside(&self, is_placed: impl Fn(&Token) -> bool) -> (u8, u8) {
+        if self.req.exclusive {
+            return (EXCLUSIVE_UNITS, self.tokens.len() as u8);
+        }
+        let shared = |i: usize| self.pinned_shared & (1 << i) != 0;
+        let n = self.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !is_placed(t)).count() as u8;
+        (n, n)
+    }
+
     fn counting_enabled(&self) -> bool {
         self.enabled && self.alive
     }

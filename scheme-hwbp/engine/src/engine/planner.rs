@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hwbp_kern::plan::CpuPiece;
 use hwbp_kern::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, Slot, Token};
 
-use super::{EXCLUSIVE_UNITS, Engine, PlanChanges};
+use super::{Engine, PlanChanges};
 
 /// One task's plan computed by [`Engine::plan_task`], not yet installed.
 pub(super) struct TaskPlan {
@@ -72,13 +72,7 @@ impl Engine {
                 continue;
             }
             debug_assert_eq!(bp.pinned_shared, self.pinned_mask(&bp.tokens), "pinned_shared of {id} out of step");
-            let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
-            let (units, real) = if bp.req.exclusive {
-                (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
-            } else {
-                let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
-                (n, n)
-            };
+            let (units, real) = bp.units_beside(|t| placed.contains(t));
             if load.fits(bp.req.scope, units, real).is_ok() {
                 load.add(bp.req.scope, units, real);
                 placed.extend(bp.tokens.iter().copied());
@@ -102,11 +96,7 @@ impl Engine {
             // (cpu-wide scope). The first such one goes to the back at the
             // next rotation, so the breakpoints ahead of this one that can
             // block it only ever decrease: it runs within as many rotations.
-            let alone = if bp.req.exclusive {
-                units
-            } else {
-                (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
-            };
+            let alone = bp.units_beside(|_| false).0;
             if self.pinned_load.fits(bp.req.scope, alone, real).is_err() {
                 continue;
             }
@@ -336,13 +326,7 @@ impl Engine {
                     next_ahead += 1;
                 }
             }
-            let shared = |i: usize| bp.pinned_shared & (1 << i) != 0;
-            let (units, real) = if bp.req.exclusive {
-                (EXCLUSIVE_UNITS, bp.tokens.len() as u8)
-            } else {
-                let n = bp.tokens.iter().enumerate().filter(|&(i, t)| !shared(i) && !placed.contains(t)).count() as u8;
-                (n, n)
-            };
+            let (units, real) = bp.units_beside(|t| placed.contains(t));
             let fits = self.pinned_load.fits_scratch_on(view.as_ref(), &scratch, bp.req.scope, units, real).is_ok();
             if fits != bp.running {
                 plan.changed_from = plan.changed_from.min(key);
@@ -355,11 +339,7 @@ impl Engine {
                 first.get_or_insert(id);
                 continue;
             }
-            let alone = if bp.req.exclusive {
-                units
-            } else {
-                (0..bp.tokens.len()).filter(|&i| !shared(i)).count() as u8
-            };
+            let alone = bp.units_beside(|_| false).0;
             if self.pinned_load.fits_scratch(&pinned_only, bp.req.scope, alone, real).is_ok() {
                 plan.moves.extend(first);
                 if let Some((k, w)) = first_cpu_wide
