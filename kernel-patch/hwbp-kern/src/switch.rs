@@ -8,8 +8,9 @@
 //!   and the CPU's plan did not change, nothing is computed and no register
 //!   is written.
 //! - **Unchanged**: when the next context's plan is the one loaded last
-//!   (same version stamp) and the CPU's plan did not change, nothing is
-//!   computed either.
+//!   (same version stamp), or its pieces on this CPU are the ones loaded
+//!   (another thread of the same process), and the CPU's plan did not
+//!   change, nothing is composed either.
 //! - **Minimal**: otherwise the new composition is compared with the mirror
 //!   and only the registers that differ are written.
 //! - **Never half-loaded**: DR7 is written first to disable every slot that
@@ -21,7 +22,7 @@
 //! interrupts disabled (switch) or from its #DB handler.
 
 use crate::NUM_SLOTS;
-use crate::compose::{Composition, compose};
+use crate::compose::{Composition, Origin, compose};
 use crate::dr7;
 use crate::piece::Slot;
 use crate::plan::{ContextPlan, CpuId, CpuPlan};
@@ -36,8 +37,9 @@ pub struct SwitchStats {
     pub lazy: u64,
     /// Context pieces that found no free register (a plan that did not fit).
     pub refused: u64,
-    /// Switches to the very plan already loaded (same stamp, CPU plan
-    /// unchanged): nothing recomposed, nothing written.
+    /// Switches to a plan whose composition is the one loaded (the same
+    /// plan again, or equal pieces on this CPU; CPU plan unchanged): nothing
+    /// recomposed, nothing written.
     pub unchanged: u64,
 }
 
@@ -120,12 +122,14 @@ impl CpuDebugState {
             return;
         }
         // The plan loaded last, again (the same context back, or a copy of
-        // its plan): the composition would come out the same.
+        // its plan), or a plan whose pieces on this CPU are the ones loaded
+        // (another thread of the same process): the composition would come
+        // out the same.
         if let Some(plan) = next
-            && plan.stamp() != 0
-            && plan.stamp() == self.loaded_stamp
             && !self.plan_dirty
+            && ((plan.stamp() != 0 && plan.stamp() == self.loaded_stamp) || self.loaded_context_is(plan))
         {
+            self.loaded_stamp = plan.stamp();
             self.stats.unchanged = self.stats.unchanged.saturating_add(1);
             return;
         }
@@ -141,6 +145,20 @@ impl CpuDebugState {
         self.load(regs, target);
         self.loaded_stamp = current.map_or(0, ContextPlan::stamp);
         self.plan_dirty = false;
+    }
+
+    /// Whether composing `plan` beside the unchanged CPU plan would give
+    /// exactly what is loaded: `compose` puts the pieces that apply on this
+    /// CPU into the registers the CPU plan leaves free, lowest first, in plan
+    /// order, so the loaded context pieces (in register order) must be those
+    /// pieces, with the same tokens, and none may have been refused.
+    fn loaded_context_is(&self, plan: &ContextPlan) -> bool {
+        if self.loaded.refused() != 0 {
+            return false;
+        }
+        let mut loaded = self.loaded.iter().filter(|(_, l)| l.origin == Origin::Context).map(|(_, l)| l);
+        let same = plan.on_cpu(self.cpu).all(|p| loaded.next().is_some_and(|l| l.piece == p.piece && l.token == p.token));
+        same && loaded.next().is_none()
     }
 
     /// Make the registers hold `target`, writing only what differs.
@@ -356,18 +374,25 @@ mod tests {
         let copy = a;
         cpu.switch_to(&mut regs, Some(&copy));
         assert_eq!(cpu.stats().unchanged, 1, "a copy keeps the stamp");
-        // Built anew with the same pieces: another stamp, recomposed, and
-        // still no write since the registers already hold it.
+        // Built anew with the same pieces (another thread's plan): another
+        // stamp, but the loaded pieces match, so nothing is composed.
         let rebuilt = ctx(&[0x1000, 0x2000]);
         assert_eq!(rebuilt, a);
         assert_ne!(rebuilt.stamp(), a.stamp());
         cpu.switch_to(&mut regs, Some(&rebuilt));
-        assert_eq!(cpu.stats().unchanged, 1);
+        assert_eq!(cpu.stats().unchanged, 2);
         assert_eq!(writes_of(&mut regs), WriteCounts::default());
+        // The same addresses in another order, or with other tokens, are
+        // another composition.
+        let reordered = ctx(&[0x2000, 0x1000]);
+        cpu.switch_to(&mut regs, Some(&reordered));
+        assert_eq!(cpu.stats().unchanged, 2);
+        assert_eq!(cpu.loaded().addr(Slot::new(0).unwrap()), 0x2000);
+        cpu.switch_to(&mut regs, Some(&rebuilt));
         // A CPU plan change forces the recomposition even for the same plan.
         cpu.set_plan(cpu_plan(&[0x100]));
         cpu.switch_to(&mut regs, Some(&rebuilt));
-        assert_eq!(cpu.stats().unchanged, 1);
+        assert_eq!(cpu.stats().unchanged, 2);
         assert_eq!(cpu.loaded().used_slots(), 0b0111);
         // Changing a plan in place renews its stamp.
         let mut grown = rebuilt;
