@@ -128,6 +128,9 @@ isr_common:
     push %r15
     mov %rsp, %rdi
     call trap_dispatch
+/* Restore the TrapFrame at %rsp and return to it: the way back from a trap,
+ * and the way into a task (enter_user). */
+restore_frame:
     pop %r15
     pop %r14
     pop %r13
@@ -159,23 +162,7 @@ enter_user:
     push %r15
     mov %rsp, scheduler_rsp(%rip)
     mov %rdi, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    add $16, %rsp
-    iretq
+    jmp restore_frame
 
     .global leave_to_scheduler
 leave_to_scheduler:
