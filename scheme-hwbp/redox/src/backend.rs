@@ -3,8 +3,8 @@
 //!
 //! Handles it holds (all on the kernel's `proc:` scheme, all dup'ed from
 //! the control handle except the control handle itself):
-//! - `hwbp-control`, dup'ed from the proc: authority at start (root only,
-//!   one holder; see [`acquire_control`]): the hit stream, read until EAGAIN
+//! - `hwbp-control`, opened at start as `/scheme/sys/hwbp-control` (root
+//!   only, one holder; see [`acquire_control`]): the hit stream, read until EAGAIN
 //!   when the event queue says it is readable; closing it (or hwbpd dying)
 //!   disarms everything;
 //! - `cpu-<n>` for every CPU (probed from 0 until ESRCH): CPU plans, and the
@@ -40,12 +40,10 @@ use hwbpd::kernel::{Kernel, KernelError, Pid, TaskInfo};
 
 /// The listing of every context, with pid, euid and state.
 pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
-/// The control handle's name on the proc: authority.
-pub const CONTROL_NAME: &str = "hwbp-control";
-/// An fd of the proc: authority handed to hwbpd by whoever starts it.
-pub const AUTHORITY_FD_VAR: &str = "HWBPD_PROC_AUTHORITY_FD";
-/// The kernel's proc: scheme as a namespace path.
-pub const KERNEL_PROC: &str = "/scheme/kernel.proc";
+/// Where a root process opens the kernel's `hwbp-control` handle. sys: is
+/// in root's namespace on an unmodified userspace, so hwbpd needs no proc:
+/// authority (which only procmgr holds) and no help from whoever starts it.
+pub const CONTROL_PATH: &str = "/scheme/sys/hwbp-control";
 /// Upper bound when probing `cpu-<n>` (the loop ends at the first ESRCH).
 const MAX_PROBE: usize = 4096;
 /// Thread ids read from `threads-<pid>` at first; the buffer grows while a
@@ -77,37 +75,14 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Get the `hwbp-control` handle, trying in turn:
-/// 1. `dup(authority, "hwbp-control")` on an authority fd inherited through
-///    [`AUTHORITY_FD_VAR`] (`authority_var` is its value; ABI.md's way, but
-///    upstream nobody passes one yet: procmgr holds the only authority);
-/// 2. opening `/scheme/kernel.proc/hwbp-control` through the namespace (works
-///    if the kernel's proc scheme answers that name on an open of its root,
-///    which the series at the time of writing does not: it only dups it);
-/// 3. opening `/scheme/kernel.proc` and dup'ing `hwbp-control` on it (works if
-///    the namespace hands out the proc scheme's root handle).
-///
-/// Each failure is logged; the last one is returned.
-pub fn acquire_control<S: Sys>(sys: &S, authority_var: Option<&str>) -> Result<S::Fd, StartError> {
-    if let Some(value) = authority_var {
-        match value.trim().parse::<usize>() {
-            Ok(raw) => match sys.dup(&sys.inherited(raw), CONTROL_NAME) {
-                Ok(fd) => return Ok(fd),
-                Err(e) => log::warn!("hwbpd: dup({AUTHORITY_FD_VAR}={raw}, {CONTROL_NAME}) failed: errno {e}"),
-            },
-            Err(_) => log::warn!("hwbpd: {AUTHORITY_FD_VAR}={value:?} is not an fd number"),
-        }
-    }
-    let direct = format!("{KERNEL_PROC}/{CONTROL_NAME}");
-    match sys.open(&direct) {
-        Ok(fd) => return Ok(fd),
-        Err(e) => log::warn!("hwbpd: open({direct}) failed: errno {e}"),
-    }
-    let authority = sys.open(KERNEL_PROC).map_err(|errno| {
-        log::warn!("hwbpd: open({KERNEL_PROC}) failed: errno {errno}");
-        StartError { what: "no proc: authority to take hwbp-control from", errno }
-    })?;
-    sys.dup(&authority, CONTROL_NAME).map_err(|errno| StartError { what: "dup(kernel.proc, hwbp-control)", errno })
+/// Open the kernel's `hwbp-control` handle: [`CONTROL_PATH`], root only
+/// (EPERM otherwise), one holder at a time (EBUSY while another hwbpd runs).
+/// The failure is logged and returned.
+pub fn acquire_control<S: Sys>(sys: &S) -> Result<S::Fd, StartError> {
+    sys.open(CONTROL_PATH).map_err(|errno| {
+        log::warn!("hwbpd: open({CONTROL_PATH}) failed: errno {errno}");
+        StartError { what: "open /scheme/sys/hwbp-control", errno }
+    })
 }
 
 /// A task with a non-empty plan: the plan as last written, and the
@@ -481,7 +456,6 @@ mod tests {
     const TSC_PER_NS: u64 = 3;
 
     enum Kind {
-        Authority,
         Control,
         Cpu(usize),
         Threads(Pid),
@@ -502,8 +476,6 @@ mod tests {
         handles: BTreeMap<usize, Kind>,
         /// Debug id -> user context.
         contexts: BTreeMap<u32, Ctx>,
-        /// The namespace maps `/scheme/kernel.proc` to the authority.
-        namespace_authority: bool,
         control: Option<usize>,
         cpu_plans: Vec<Vec<u8>>,
         dropped: Vec<u64>,
@@ -517,7 +489,6 @@ mod tests {
         fn new(cpus: usize) -> Rc<RefCell<Model>> {
             Rc::new(RefCell::new(Model {
                 next: 3,
-                namespace_authority: true,
                 cpu_plans: vec![vec![0; CPU_PLAN_SIZE]; cpus],
                 dropped: vec![0; cpus],
                 now_ns: 1_000_000_000,
@@ -615,8 +586,14 @@ mod tests {
             let mut m = self.0.borrow_mut();
             let kind = if path == SYS_CONTEXT_PATH {
                 Kind::Listing { text: m.listing(), at: 0 }
-            } else if path == KERNEL_PROC && m.namespace_authority {
-                Kind::Authority
+            } else if path == CONTROL_PATH {
+                if m.control.is_some() {
+                    return Err(EBUSY);
+                }
+                let id = m.insert(Kind::Control);
+                m.control = Some(id);
+                drop(m);
+                return Ok(self.fd(id));
             } else {
                 return Err(ENOENT);
             };
@@ -628,12 +605,6 @@ mod tests {
         fn dup(&self, fd: &FakeFd, name: &str) -> Result<FakeFd, Errno> {
             let mut m = self.0.borrow_mut();
             let kind = match m.handles.get(&fd.id).ok_or(EINVAL)? {
-                Kind::Authority if name == CONTROL_NAME => {
-                    if m.control.is_some() {
-                        return Err(EBUSY);
-                    }
-                    Kind::Control
-                }
                 Kind::Control => {
                     let number = |prefix: &str| name.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
                     if let Some(pid) = number("threads-") {
@@ -659,9 +630,6 @@ mod tests {
             }
             let id = m.insert(kind);
             drop(m);
-            if name == CONTROL_NAME {
-                self.0.borrow_mut().control = Some(id);
-            }
             Ok(self.fd(id))
         }
 
@@ -754,7 +722,7 @@ mod tests {
 
     fn kernel(model: &Rc<RefCell<Model>>) -> RedoxKernel<FakeSys> {
         let sys = FakeSys(Rc::clone(model));
-        let control = acquire_control(&sys, None).expect("control");
+        let control = acquire_control(&sys).expect("control");
         let mut k = RedoxKernel::open(sys, control).expect("open");
         model.borrow_mut().now_ns += 20_000_000;
         k.sample_clock();
@@ -780,24 +748,9 @@ mod tests {
         let k = kernel(&model);
         assert_eq!(k.cpu_count(), 3);
         assert_eq!(model.borrow().control, Some(k.control_fd()));
-        let again = acquire_control(&FakeSys(Rc::clone(&model)), None);
+        let again = acquire_control(&FakeSys(Rc::clone(&model)));
         assert_eq!(again.err().map(|e| e.errno), Some(EBUSY));
         assert_eq!(k.tsc_hz(), Some(TSC_PER_NS * 1_000_000_000));
-    }
-
-    #[test]
-    fn control_comes_from_an_inherited_authority_first_and_the_namespace_last() {
-        let model = Model::new(1);
-        let sys = FakeSys(Rc::clone(&model));
-        // Without a namespace authority and without an inherited fd: nothing.
-        model.borrow_mut().namespace_authority = false;
-        let err = acquire_control(&sys, Some("not-a-number")).err().unwrap();
-        assert_eq!(err.errno, ENOENT);
-        // An inherited authority fd is used as is.
-        let auth = model.borrow_mut().insert(Kind::Authority);
-        let control = acquire_control(&sys, Some(&auth.to_string())).expect("via the inherited authority");
-        assert_eq!(model.borrow().control, Some(sys.raw(&control)));
-        std::mem::forget(sys.inherited(auth)); // the inherited fd stays open
     }
 
     #[test]

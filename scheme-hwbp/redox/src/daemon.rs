@@ -39,7 +39,7 @@ use redox_scheme::wrappers::ReadinessBased;
 use redox_scheme::{Response, SignalBehavior, Socket};
 use syscall::CallFlags;
 
-use super::backend::{AUTHORITY_FD_VAR, RedoxKernel, StartError, acquire_control};
+use super::backend::{RedoxKernel, StartError, acquire_control};
 use super::sys::{RedoxSys, Sys};
 use super::{INIT_NOTIFY_VAR, SCHEME_NAME, logger, parse_notify_fd, timespec};
 use hwbpd::scheme::{Config, HwbpScheme};
@@ -191,8 +191,7 @@ fn run() -> Result<(), Fatal> {
         Err(_) => None,
     };
 
-    let authority_var = std::env::var(AUTHORITY_FD_VAR).ok();
-    let control = acquire_control(&RedoxSys, authority_var.as_deref())?;
+    let control = acquire_control(&RedoxSys)?;
     let mut kernel = RedoxKernel::open(RedoxSys, control)?;
     std::thread::sleep(CALIBRATION);
     kernel.sample_clock();

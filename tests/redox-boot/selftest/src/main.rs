@@ -23,7 +23,7 @@ use hwbp_redox_selftest::{
     access_name, auth_name, check_hits, data_cases, encode_pieces, errno_name, plan_in_register, Expect, Line, Tally,
     REGISTERS,
 };
-use sys::{dup, Errno, Fd, PROC_ROOT};
+use sys::{dup, openat, Errno, Fd, PROC_ROOT, SYS_ROOT};
 
 global_asm!(
     r#"
@@ -239,14 +239,14 @@ fn open_dbg(ctx: &Fd, control: &Fd) -> Result<Fd, Errno> {
 }
 
 fn open_session(t: &mut Tally, ctx: Fd) -> Option<Session> {
-    let control = match dup(PROC_ROOT, "hwbp-control") {
+    let control = match openat(SYS_ROOT, "hwbp-control", syscall::O_RDWR) {
         Ok(fd) => fd,
         Err(e) => {
-            check!(t, Err(errno_msg("dup", e)), "proc: hwbp-control opens for root");
+            check!(t, Err(errno_msg("open", e)), "sys: hwbp-control opens for root");
             return None;
         }
     };
-    check!(t, Ok(()), "proc: hwbp-control opens for root");
+    check!(t, Ok(()), "sys: hwbp-control opens for root");
     let dbg = match open_dbg(&ctx, &control) {
         Ok(fd) => fd,
         Err(e) => {
@@ -410,7 +410,7 @@ fn group_errors(t: &mut Tally, s: &Session) {
     let not_control = dup(s.ctx.raw(), auth_name(s.ctx.raw(), "regs/debug", &mut name)).map(|_| ());
     check!(t, expect_errno(not_control, syscall::EPERM), "errors: auth-<fd>-regs/debug with a proc: fd that is not the control is EPERM");
     check!(t, expect_errno(dup(s.control.raw(), "cpu-99").map(|_| ()), syscall::ESRCH), "errors: cpu-99 is ESRCH");
-    check!(t, expect_errno(dup(PROC_ROOT, "hwbp-control").map(|_| ()), syscall::EBUSY), "errors: a second hwbp-control is EBUSY");
+    check!(t, expect_errno(openat(SYS_ROOT, "hwbp-control", syscall::O_RDWR).map(|_| ()), syscall::EBUSY), "errors: a second hwbp-control is EBUSY");
     let mut small = [0u8; HIT_RECORD_SIZE - 1];
     check!(t, expect_errno(s.control.read(&mut small).map(|_| ()), syscall::EINVAL), "errors: control read into 47 bytes is EINVAL");
     let _ = drain(&s.control);

@@ -457,7 +457,7 @@ pub fn group_close(t: &mut Tally, s: Session, infra: &mut Infra) -> Session {
     drop(cpu0);
     drop(dbg2);
     drop(dbg);
-    let control = match dup(PROC_ROOT, "hwbp-control") {
+    let control = match openat(SYS_ROOT, "hwbp-control", syscall::O_RDWR) {
         Ok(fd) => fd,
         Err(e) => {
             check!(t, Err(errno_msg("dup", e)), "closing: hwbp-control can be taken again");
