@@ -30,6 +30,7 @@
 pub mod abi;
 pub mod compose;
 pub mod conformance;
+pub mod deny;
 pub mod dr6;
 pub mod dr7;
 pub mod piece;

@@ -113,6 +113,14 @@ impl CpuDebugState {
         self.stats
     }
 
+    /// The DR7 value the registers hold outside the switch path. The #DB
+    /// entry clears DR7 while it runs (so nothing it touches can trap) and
+    /// puts this value back before returning to user mode: in user mode the
+    /// hardware always holds what the mirror says.
+    pub const fn dr7(&self) -> u64 {
+        self.hw_dr7
+    }
+
     /// Load the registers for `next` (None: a context without debug state).
     pub fn switch_to<R: DebugRegs>(&mut self, regs: &mut R, next: Option<&ContextPlan>) {
         self.stats.switches = self.stats.switches.saturating_add(1);
