@@ -26,9 +26,24 @@ trap 'rm -rf "$work"' EXIT
 "$pack" bundle "$kernel" "$work/initfs.img" "$work/bundle.bin"
 log="${SERIAL_LOG:-$work/serial.log}"
 : > "$log"
+# Kernel addresses the selftest's attack checks aim at (breakpoints the
+# kernel must refuse), from the kernel's symbol table: passed on the QEMU
+# command line, which the loader hands to the selftest as `sys:env`
+# variables. A kernel without the symbols (unpatched) gets none, and those
+# checks fail with "no address".
+nm "$kernel" > "$work/kernel.syms" 2>/dev/null || true
+symbol() { awk -v pat="$1" '$3 ~ pat && !found { print $1; found = 1 }' "$work/kernel.syms"; }
+append=""
+for pair in "SYSCALL_ENTRY:19syscall_instruction$" "DEBUG_ENTRY:15debug_with_hwbp$" \
+            "NMI_ENTRY:12non_maskable$" "DEBUG_STACK:20INIT_BSP_DEBUG_STACK" \
+            "HWBP_TEXT:^__hwbp_text_start$" "BSP_PCR:7BSP_PCR" "BSP_IDT:12INIT_BSP_IDT" \
+            "BACKUP_STACK:21INIT_BSP_BACKUP_STACK"; do
+    addr="$(symbol "${pair#*:}")"
+    [[ -n "$addr" ]] && append+="HWBP_SYM_${pair%%:*}=$addr "
+done
 qemu=(qemu-system-x86_64 -machine q35 -smp 2 -cpu max -accel tcg -m 1G
       -display none -monitor none -serial "file:$log" -no-reboot
-      -kernel "$loader" -initrd "$work/bundle.bin")
+      -kernel "$loader" -initrd "$work/bundle.bin" -append "${append% }")
 echo "run.sh: ${qemu[*]}"
 timeout="${TIMEOUT:-300}"
 "${qemu[@]}" &

@@ -286,7 +286,7 @@ fn load(start_info_addr: u32, out: &mut Com1) -> Result<(u64, *const KernelArgs)
     // SAFETY: single CPU; ENV, AREAS and ARGS are only touched here.
     unsafe {
         let env = &mut *(&raw mut ENV);
-        let env_len = write_env(&mut env.0, rsdp, rsdp_size);
+        let env_len = write_env(&mut env.0, rsdp, rsdp_size, info.cmdline(2048));
         let areas = &mut *(&raw mut AREAS);
         let count = build_areas(&info, areas)?;
         let loader_start = &raw const __loader_start as u64;
@@ -456,8 +456,11 @@ fn find_rsdp(from_start_info: u64) -> (u64, u64) {
 }
 
 /// The environment the kernel hands to userspace (same keys as the Redox
-/// bootloader writes for ACPI). Returns its length.
-fn write_env(buf: &mut [u8; 4096], rsdp: u64, rsdp_size: u64) -> usize {
+/// bootloader writes for ACPI), then each `KEY=VALUE` word of the QEMU
+/// command line (`-append`) on a line of its own, as the Redox bootloader
+/// passes its own variables: the first process reads them from `sys:env`.
+/// Returns its length.
+fn write_env(buf: &mut [u8; 4096], rsdp: u64, rsdp_size: u64, cmdline: &[u8]) -> usize {
     struct W<'a>(&'a mut [u8], usize);
     impl Write for W<'_> {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -473,6 +476,11 @@ fn write_env(buf: &mut [u8; 4096], rsdp: u64, rsdp_size: u64) -> usize {
         let _ = writeln!(w, "RSDP_SIZE={rsdp_size:016x}");
     }
     let _ = writeln!(w, "HWBP_PVH_LOADER=1");
+    for word in cmdline.split(|b| b.is_ascii_whitespace()) {
+        if word.contains(&b'=') && let Ok(word) = core::str::from_utf8(word) {
+            let _ = writeln!(w, "{word}");
+        }
+    }
     w.1
 }
 

@@ -26,6 +26,9 @@ pub enum StartInfoError {
 }
 
 pub struct StartInfo {
+    /// Physical address of the NUL-terminated command line (QEMU
+    /// `-append`), 0 if none.
+    cmdline: u64,
     nr_modules: u32,
     modlist: u64,
     pub rsdp: u64,
@@ -72,12 +75,30 @@ impl StartInfo {
                 return Err(StartInfoError::NoMemoryMap(version));
             }
             Ok(StartInfo {
+                cmdline: r64(addr + 24),
                 nr_modules: r32(addr + 12),
                 modlist: r64(addr + 16),
                 rsdp: r64(addr + 32),
                 memmap: r64(addr + 40),
                 memmap_entries: r32(addr + 48),
             })
+        }
+    }
+
+    /// The command line's bytes (without the NUL), at most `max` of them.
+    pub fn cmdline(&self, max: usize) -> &'static [u8] {
+        if self.cmdline == 0 {
+            return &[];
+        }
+        // SAFETY: QEMU wrote a NUL-terminated string there; we stop at the
+        // NUL or at `max` bytes, whichever comes first.
+        unsafe {
+            let start = self.cmdline as *const u8;
+            let mut len = 0;
+            while len < max && start.add(len).read() != 0 {
+                len += 1;
+            }
+            core::slice::from_raw_parts(start, len)
         }
     }
 

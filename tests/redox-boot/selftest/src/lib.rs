@@ -221,9 +221,30 @@ pub fn auth_name<'a>(control_fd: usize, what: &str, buf: &'a mut Line) -> &'a st
     core::str::from_utf8(buf.as_bytes()).unwrap_or("")
 }
 
+/// The value of `HWBP_SYM_<name>=<hex>` in the kernel environment
+/// (`sys:env`, one `KEY=VALUE` per line): a kernel address `run.sh` read off
+/// the kernel's symbol table for the attack checks.
+pub fn env_symbol(env: &[u8], name: &str) -> Option<u64> {
+    env.split(|b| *b == b'\n').find_map(|line| {
+        let line = core::str::from_utf8(line).ok()?;
+        let value = line.strip_prefix("HWBP_SYM_")?.strip_prefix(name)?.strip_prefix('=')?;
+        u64::from_str_radix(value.trim(), 16).ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn env_symbols_are_found_by_exact_name() {
+        let env = b"RSDP_ADDR=00000000000f5270\nHWBP_SYM_DEBUG_ENTRY=ffffffff80001c80\nHWBP_SYM_DEBUG_STACK=ffffffff800fae10\n";
+        assert_eq!(env_symbol(env, "DEBUG_ENTRY"), Some(0xffff_ffff_8000_1c80));
+        assert_eq!(env_symbol(env, "DEBUG_STACK"), Some(0xffff_ffff_800f_ae10));
+        assert_eq!(env_symbol(env, "DEBUG"), None, "a prefix of a name is not the name");
+        assert_eq!(env_symbol(env, "RSDP_ADDR"), None, "only HWBP_SYM_ variables");
+        assert_eq!(env_symbol(b"HWBP_SYM_X=zz\n", "X"), None);
+    }
 
     fn piece(addr: u64, token: u64, len: u8, access: u8) -> RawPiece {
         RawPiece { addr, token, cpu: 0, len, access, flags: 0 }

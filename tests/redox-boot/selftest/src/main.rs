@@ -134,6 +134,7 @@ macro_rules! check {
 }
 
 // After the macros, so `fail!` and `check!` are in scope there.
+mod attacks;
 mod stream;
 mod thread;
 
@@ -458,12 +459,13 @@ extern "C" fn selftest_main() -> ! {
             thread::group_cpus(&mut t, &s, &mut infra);
             group_errors(&mut t, &s);
             s = thread::group_close(&mut t, s, &mut infra);
+            attacks::group_attacks(&mut t, &s);
             // Last: it leaves CPU 0's `dropped` counter non-zero for good.
             stream::group_stream(&mut t, &s);
             drop(s);
         }
         None => {
-            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "stream"] {
+            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "attacks", "stream"] {
                 check!(&mut t, Err(Line::default()), "{g}: not run, the kernel offers no hwbp handles");
             }
         }
