@@ -30,7 +30,7 @@ use libhwbp::abi::{
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
 use syscall::error::{EIO, EWOULDBLOCK, Error, Result};
-use syscall::flag::{EventFlags, MODE_FILE, O_NONBLOCK};
+use syscall::flag::{EventFlags, F_GETFL, F_SETFL, MODE_FILE, O_NONBLOCK};
 use syscall::schemev2::NewFdFlags;
 use syscall::{Stat, EVENT_READ};
 
@@ -814,6 +814,22 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         };
         self.collect();
         Ok(self.stream_readiness(bp) & flags)
+    }
+
+    /// Redox's kernel forwards `fcntl` to the scheme and changes the file
+    /// description's flags only if the scheme answers Ok; it then passes
+    /// them to every `read` and `write` as `fcntl_flags`. hwbpd keeps no
+    /// flags of its own (a read honours the O_NONBLOCK it is given), so it
+    /// agrees to any F_GETFL/F_SETFL on a handle it knows, as pipes do.
+    fn fcntl(&mut self, id: usize, cmd: usize, arg: usize, ctx: &CallerCtx) -> Result<usize> {
+        let op = format_args!("fcntl({cmd}, {arg:#x}) on handle {id} by pid {}", ctx.pid);
+        if !self.handles.contains_key(&id) {
+            return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}"))));
+        }
+        match cmd {
+            F_GETFL | F_SETFL => Ok(0),
+            _ => Err(self.refuse(op, refusal(EINVAL, "only F_GETFL and F_SETFL reach a scheme"))),
+        }
     }
 
     fn fpath(&mut self, id: usize, buf: &mut [u8], ctx: &CallerCtx) -> Result<usize> {
