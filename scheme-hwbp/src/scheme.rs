@@ -20,11 +20,11 @@ use std::fmt;
 
 use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
 use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
-use hwbp_kern::piece::KERNEL_START;
+use hwbp_kern::piece::{KERNEL_START, USER_END};
 use hwbp_kern::{ContextPlan, CpuId};
 use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOSPC, EPERM, ESRCH};
 use libhwbp::abi::{
-    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EventRecord,
+    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EVENTS_MARK, EventRecord,
     OpenPath, Options, Target,
 };
 use redox_scheme::scheme::SchemeSync;
@@ -93,6 +93,10 @@ struct Breakpoint {
     last_exception: Option<((CpuId, u64, u64, u64), u64)>,
     /// (enabled, running) at the last `reset`: reported times start there.
     times_base: (u64, u64),
+    /// The pieces the engine admitted (at open, or the last modify): kept
+    /// so that `fpath` still names them after the engine forgot a closed
+    /// breakpoint whose streams are open.
+    pieces: Vec<AdmittedPiece>,
 }
 
 impl Breakpoint {
@@ -485,9 +489,14 @@ impl<K: Kernel> HwbpScheme<K> {
     fn request(&self, path: &OpenPath, scope: Scope, uid: Uid) -> std::result::Result<Request, Refusal> {
         let ev = &path.event;
         let o = &path.options;
-        let last = ev.addr().saturating_add(ev.len() - 1);
-        if uid != ROOT_UID && last >= KERNEL_START {
-            return Err(refusal(EPERM, format!("{:#x}..={last:#x} reaches kernel space: root only", ev.addr())));
+        let (first, last) = (ev.addr(), ev.addr().saturating_add(ev.len() - 1));
+        // A range that touches the non-canonical hole can never be armed,
+        // whoever asks: EINVAL before any permission check (contract 7).
+        if !(last < USER_END || first >= KERNEL_START) {
+            return Err(refusal(EINVAL, format!("{first:#x}..={last:#x} is not canonical (or straddles user and kernel space)")));
+        }
+        if uid != ROOT_UID && first >= KERNEL_START {
+            return Err(refusal(EPERM, format!("{first:#x}..={last:#x} is kernel space: root only")));
         }
         if uid != ROOT_UID && o.kernel {
             return Err(refusal(EPERM, "the kernel option is root only"));
@@ -519,6 +528,11 @@ impl<K: Kernel> HwbpScheme<K> {
     fn open_breakpoint(&mut self, path: &str, ctx: &CallerCtx) -> std::result::Result<usize, Refusal> {
         let mut parsed = OpenPath::parse(path).map_err(|e| refusal(e.errno(), e))?;
         Self::check_options(&parsed.options)?;
+        // Exits first: a pid that exited and was reused must be seen as the
+        // new process (its uid checked afresh), and the old process's
+        // breakpoints ended, before this open makes the engine replan the
+        // pid — else an old handle's watch is armed in the new process.
+        self.collect();
         let scope = self.resolve_scope(parsed.target, ctx)?;
         let req = self.request(&parsed, scope, ctx.uid)?;
         let now = self.kernel.now_ns();
@@ -527,6 +541,7 @@ impl<K: Kernel> HwbpScheme<K> {
             parsed.target = Target::Task(ctx.pid as u64);
         }
         let options = parsed.options;
+        let pieces = self.engine_pieces(id);
         self.bps.insert(
             id,
             Breakpoint {
@@ -541,6 +556,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 final_times: None,
                 last_exception: None,
                 times_base: (0, 0),
+                pieces,
             },
         );
         if let Err(e) = self.apply_changes(now) {
@@ -611,8 +627,10 @@ impl<K: Kernel> HwbpScheme<K> {
                 req.disabled = !enabled;
                 // The engine keeps the old breakpoint armed if this fails.
                 self.engine.modify(id, &req, now)?;
+                let pieces = self.engine_pieces(id);
                 if let Some(bp) = self.bps.get_mut(&id) {
                     bp.path = new_path;
+                    bp.pieces = pieces;
                     bp.enabled = enabled;
                     bp.ring.resize(options.ring.get() as usize);
                 }
@@ -646,10 +664,9 @@ impl<K: Kernel> HwbpScheme<K> {
         }
     }
 
-    fn admitted_path(&self, id: BpId) -> Option<String> {
-        let bp = self.bps.get(&id)?;
-        let pieces: Vec<AdmittedPiece> = self
-            .engine
+    /// The pieces the engine armed for `id`, as the admitted path lists them.
+    fn engine_pieces(&self, id: BpId) -> Vec<AdmittedPiece> {
+        self.engine
             .pieces(id)
             .unwrap_or(&[])
             .iter()
@@ -658,8 +675,12 @@ impl<K: Kernel> HwbpScheme<K> {
                 let len = if p.access() == hwbp_kern::Access::Exec { libhwbp::abi::event::EXEC_LEN } else { p.len().bytes() };
                 AdmittedPiece::new(p.addr(), len, access)
             })
-            .collect();
-        Some(format!("{}{}", libhwbp::abi::SCHEME_PREFIX, bp.path.with_pieces(&pieces)))
+            .collect()
+    }
+
+    fn admitted_path(&self, id: BpId) -> Option<String> {
+        let bp = self.bps.get(&id)?;
+        Some(format!("{}{}", libhwbp::abi::SCHEME_PREFIX, bp.path.with_pieces(&bp.pieces)))
     }
 
     // ---- event streams -------------------------------------------------
@@ -838,9 +859,10 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
             Some(Handle::Root) => libhwbp::abi::SCHEME_PREFIX.to_string(),
             Some(Handle::Breakpoint(bp)) => self.admitted_path(*bp).unwrap_or_default(),
             Some(Handle::Events { bp, .. }) => {
+                // The stream's path: its breakpoint's, as dup named it. A
+                // stream keeps its breakpoint's state, so this always parses.
                 let p = self.admitted_path(*bp).unwrap_or_default();
-                // The stream's path: its breakpoint's, as dup named it.
-                format!("{p}#{EVENTS_DUP_NAME}")
+                format!("{p}{EVENTS_MARK}")
             }
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };

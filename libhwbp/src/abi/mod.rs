@@ -19,7 +19,7 @@ pub use errno::ErrorKind;
 pub use event::{format_mem_event, parse_mem_event, Access, MemEvent};
 pub use path::{
     strip_scheme_prefix, AdmittedPath, AdmittedPiece, OpenPath, Options, PathError, RingSize, Target,
-    DEFAULT_RING, MAX_RING, SCHEME_PREFIX,
+    DEFAULT_RING, EVENTS_MARK, MAX_RING, SCHEME_PREFIX,
 };
 pub use record::{CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_RECORD_SIZE};
 

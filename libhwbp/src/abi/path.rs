@@ -172,7 +172,7 @@ impl Target {
         }
         if let Some(rest) = s.strip_prefix("task/") {
             let (pid, rest) = rest.split_once('/').ok_or(PathError::NotMemEvent)?;
-            let pid = parse_decimal(pid).ok_or(PathError::BadPid)?;
+            let pid = parse_id(pid).ok_or(PathError::BadPid)?;
             if let Some(rest) = rest.strip_prefix("cpu/") {
                 let (n, rest) = rest.split_once('/').ok_or(PathError::NotMemEvent)?;
                 return Ok((Target::TaskOnCpu { pid, cpu: parse_cpu(n)? }, rest));
@@ -184,7 +184,18 @@ impl Target {
 }
 
 fn parse_cpu(s: &str) -> Result<u32, PathError> {
-    parse_decimal(s).and_then(|n| u32::try_from(n).ok()).ok_or(PathError::BadCpu)
+    parse_id(s).map(|n| u32::try_from(n).unwrap_or(u32::MAX)).ok_or(PathError::BadCpu)
+}
+
+/// A task or CPU id: decimal digits only. An id too large for its type is
+/// well-formed and names nothing that exists, so it becomes the type's
+/// largest value, which no task or CPU has: the server answers ESRCH, not
+/// EINVAL (contract section 7), however many digits were given.
+fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 impl fmt::Display for Target {
@@ -497,6 +508,20 @@ impl AdmittedPath {
         Ok(AdmittedPath { path, pieces })
     }
 }
+
+impl AdmittedPath {
+    /// Parse an event stream's `fpath`: its breakpoint's admitted path,
+    /// then `#events` (the name `dup` was given). hwbpd keeps the pieces a
+    /// breakpoint was admitted with, so this parses even after the
+    /// breakpoint handle was closed.
+    pub fn parse_stream(s: &str) -> Result<AdmittedPath, PathError> {
+        let admitted = s.strip_suffix(EVENTS_MARK).ok_or(PathError::BadPieces)?;
+        AdmittedPath::parse(admitted)
+    }
+}
+
+/// What an event stream's `fpath` adds to its breakpoint's admitted path.
+pub const EVENTS_MARK: &str = "#events";
 
 impl fmt::Display for AdmittedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
