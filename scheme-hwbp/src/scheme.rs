@@ -15,18 +15,19 @@
 //! Every refusal goes through `HwbpScheme::refuse`, which logs one line
 //! with the operation, the errno and why.
 
-use std::collections::HashMap;
+use std::collections::TryReserveError;
 use std::fmt;
 
 use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
 use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
 use hwbp_kern::piece::{KERNEL_START, USER_END};
 use hwbp_kern::{ContextPlan, CpuId};
-use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOSPC, EPERM, ESRCH};
+use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOMEM, ENOSPC, EPERM, ESRCH};
 use libhwbp::abi::{
     AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EVENTS_MARK, EventRecord,
-    OpenPath, Options, Target,
+    OpenPath, Options, ROOT_MAX_RING, STREAMS_PER_QUOTA, Target, USER_MAX_RING,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
 use syscall::error::{EIO, EWOULDBLOCK, Error, Result};
@@ -36,6 +37,7 @@ use syscall::{Stat, EVENT_READ};
 
 use crate::kernel::{Kernel, KernelError, Pid, Uid};
 use crate::stream::EventRing;
+use crate::usage::{OverCap, Usage};
 
 /// The handle number `scheme_root` returns.
 pub const ROOT_HANDLE: usize = 0;
@@ -84,8 +86,9 @@ struct Breakpoint {
     open: bool,
     /// The task exited: no more hits, the stream ends after the last record.
     ended: bool,
-    /// Event-stream handles open on it.
-    streams: usize,
+    /// Event-stream handles open on it: readiness for this breakpoint
+    /// walks these, never the handles of anyone else (contract 7).
+    streams: FxHashSet<usize>,
     /// Times frozen when the engine stopped tracking the breakpoint.
     final_times: Option<(u64, u64)>,
     /// (cpu, context, rip, timestamp) and token of the last record routed
@@ -117,9 +120,11 @@ pub struct HwbpScheme<K: Kernel> {
     kernel: K,
     engine: Engine,
     config: Config,
-    handles: HashMap<usize, Handle>,
+    handles: FxHashMap<usize, Handle>,
     next_handle: usize,
-    bps: HashMap<BpId, Breakpoint>,
+    bps: FxHashMap<BpId, Breakpoint>,
+    /// Breakpoints and streams each uid holds, against the caps.
+    usage: Usage,
     notices: Vec<FeventNotice>,
     hit_buf: Box<[HitRecord]>,
     exit_buf: Vec<Pid>,
@@ -136,6 +141,25 @@ struct Refusal {
 
 fn refusal(errno: i32, why: impl fmt::Display) -> Refusal {
     Refusal { errno, why: why.to_string() }
+}
+
+/// An allocation a client drove could not be made: the call is refused
+/// and nothing changed (hwbpd itself, and everyone else's breakpoints,
+/// carry on).
+fn out_of_memory(what: &str) -> impl FnOnce(TryReserveError) -> Refusal + '_ {
+    move |e| refusal(ENOMEM, format_args!("no memory for {what}: {e}"))
+}
+
+impl From<OverCap> for Refusal {
+    fn from(o: OverCap) -> Self {
+        match o {
+            OverCap::Breakpoints { held, quota } => refusal(
+                EMFILE,
+                format_args!("quota reached: {held} of {quota} breakpoints held (a closed one counts until its last stream closes)"),
+            ),
+            OverCap::Streams { held, cap } => refusal(EMFILE, format_args!("{held} of {cap} event streams held")),
+        }
+    }
 }
 
 impl From<EngineError> for Refusal {
@@ -162,6 +186,7 @@ fn errno_name(errno: i32) -> &'static str {
         EAGAIN => "EAGAIN",
         EINVAL => "EINVAL",
         EMFILE => "EMFILE",
+        ENOMEM => "ENOMEM",
         ENOSPC => "ENOSPC",
         EIO => "EIO",
         EWOULDBLOCK => "EWOULDBLOCK",
@@ -195,15 +220,17 @@ impl<K: Kernel> HwbpScheme<K> {
         });
         let now = kernel.now_ns();
         let kernel_cpus = kernel.cpu_count();
-        let mut handles = HashMap::new();
+        let mut handles = FxHashMap::default();
         handles.insert(ROOT_HANDLE, Handle::Root);
+        let usage = Usage::new(config.user_quota, STREAMS_PER_QUOTA);
         HwbpScheme {
             kernel,
             engine,
             config,
             handles,
             next_handle: ROOT_HANDLE + 1,
-            bps: HashMap::new(),
+            bps: FxHashMap::default(),
+            usage,
             notices: Vec::new(),
             hit_buf: vec![HitRecord::ZERO; HIT_BATCH].into_boxed_slice(),
             exit_buf: Vec::new(),
@@ -252,6 +279,17 @@ impl<K: Kernel> HwbpScheme<K> {
         Error::new(r.errno)
     }
 
+    /// Breakpoints and event streams `uid` holds (the caps' view).
+    pub fn held_by(&self, uid: Uid) -> crate::usage::Held {
+        self.usage.held(uid)
+    }
+
+    /// Bytes of event-ring storage held now, summed over every breakpoint.
+    pub fn ring_bytes(&self) -> usize {
+        self.bps.values().map(|b| b.ring.storage_bytes()).sum()
+    }
+
+    /// Insert a handle; the caller reserved room (`handles.try_reserve`).
     fn new_handle(&mut self, h: Handle) -> usize {
         let id = self.next_handle;
         self.next_handle += 1;
@@ -320,7 +358,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 continue;
             }
             let before = bp.ring.len();
-            bp.ring.push(EventRecord {
+            let pushed = bp.ring.push(EventRecord {
                 id,
                 ip: hit.rip,
                 addr: hit.addr,
@@ -330,22 +368,40 @@ impl<K: Kernel> HwbpScheme<K> {
                 timestamp_ns: hit.timestamp,
                 hit: bp.value,
             });
+            if pushed.is_err() {
+                // Counted in `lost`; one line per record would flood the log.
+                if bp.ring.lost().is_power_of_two() {
+                    log::warn!("hwbpd: breakpoint {id}: no memory to grow its ring: record dropped ({} lost)", bp.ring.lost());
+                }
+                continue;
+            }
             let wakeup = bp.path.options.wakeup.get() as usize;
-            if before < wakeup && bp.ring.len() >= wakeup && bp.streams > 0 {
-                Self::notify_streams(&self.handles, &mut self.notices, id);
+            if before < wakeup && bp.ring.len() >= wakeup {
+                Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
             }
         }
         routed
     }
 
-    fn notify_streams(handles: &HashMap<usize, Handle>, notices: &mut Vec<FeventNotice>, id: BpId) {
-        for (&handle, h) in handles {
-            if let Handle::Events { bp, subscribed } = h
-                && *bp == id
-                && subscribed.contains(EVENT_READ)
-            {
-                notices.push(FeventNotice { handle, flags: EVENT_READ });
+    /// Owe an EVENT_READ notice to every subscribed stream of breakpoint
+    /// `id`: work proportional to its own streams only.
+    fn notify_streams(
+        handles: &FxHashMap<usize, Handle>,
+        notices: &mut Vec<FeventNotice>,
+        id: BpId,
+        streams: &FxHashSet<usize>,
+    ) {
+        for &handle in streams {
+            let Some(Handle::Events { subscribed, .. }) = handles.get(&handle) else { continue };
+            if !subscribed.contains(EVENT_READ) {
+                continue;
             }
+            if notices.try_reserve(1).is_err() {
+                // The stream still reads as ready on its next fevent/read.
+                log::error!("hwbpd: breakpoint {id}: no memory to queue a readiness notice for handle {handle}");
+                return;
+            }
+            notices.push(FeventNotice { handle, flags: EVENT_READ });
         }
     }
 
@@ -358,10 +414,8 @@ impl<K: Kernel> HwbpScheme<K> {
             bp.final_times = times.or(bp.final_times);
             if !bp.ended {
                 bp.ended = true;
-                if bp.streams > 0 {
-                    // Readable: the stream ends (read returns 0 when empty).
-                    Self::notify_streams(&self.handles, &mut self.notices, id);
-                }
+                // Readable: the stream ends (read returns 0 when empty).
+                Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
             }
         }
         if let Err(e) = self.apply_changes(now) {
@@ -515,19 +569,28 @@ impl<K: Kernel> HwbpScheme<K> {
         })
     }
 
-    fn check_options(o: &Options) -> std::result::Result<(), Refusal> {
-        if o.wakeup.get() > u64::from(o.ring.get()) {
+    /// Options checks that need the owner: `wakeup` within `ring`, and
+    /// the ring caps that bound a uid's memory (contract 7).
+    fn check_options(o: &Options, uid: Uid) -> std::result::Result<(), Refusal> {
+        let ring = o.ring.get();
+        if o.wakeup.get() > u64::from(ring) {
             return Err(refusal(
                 EINVAL,
-                format!("wakeup={} is larger than ring={}: the stream would never be ready", o.wakeup, o.ring.get()),
+                format!("wakeup={} is larger than ring={ring}: the stream would never be ready", o.wakeup),
             ));
+        }
+        if uid != ROOT_UID && ring > USER_MAX_RING {
+            return Err(refusal(EPERM, format!("ring={ring} is above {USER_MAX_RING} records: root only")));
+        }
+        if ring > ROOT_MAX_RING {
+            return Err(refusal(EINVAL, format!("ring={ring} is above hwbpd's limit of {ROOT_MAX_RING} records")));
         }
         Ok(())
     }
 
     fn open_breakpoint(&mut self, path: &str, ctx: &CallerCtx) -> std::result::Result<usize, Refusal> {
         let mut parsed = OpenPath::parse(path).map_err(|e| refusal(e.errno(), e))?;
-        Self::check_options(&parsed.options)?;
+        Self::check_options(&parsed.options, ctx.uid)?;
         // Exits first: a pid that exited and was reused must be seen as the
         // new process (its uid checked afresh), and the old process's
         // breakpoints ended, before this open makes the engine replan the
@@ -535,6 +598,11 @@ impl<K: Kernel> HwbpScheme<K> {
         self.collect();
         let scope = self.resolve_scope(parsed.target, ctx)?;
         let req = self.request(&parsed, scope, ctx.uid)?;
+        self.usage.check_breakpoint(ctx.uid)?;
+        // Room first, so nothing below fails half-way for want of memory.
+        self.bps.try_reserve(1).map_err(out_of_memory("the breakpoint table"))?;
+        self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
+        self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
         let now = self.kernel.now_ns();
         let id = self.engine.open(&req, ctx.uid, now)?;
         if let Target::SelfTask = parsed.target {
@@ -552,13 +620,14 @@ impl<K: Kernel> HwbpScheme<K> {
                 ring: EventRing::new(options.ring.get() as usize),
                 open: true,
                 ended: false,
-                streams: 0,
+                streams: FxHashSet::default(),
                 final_times: None,
                 last_exception: None,
                 times_base: (0, 0),
                 pieces,
             },
         );
+        self.usage.add_breakpoint(ctx.uid);
         if let Err(e) = self.apply_changes(now) {
             // Nothing the caller did: undo the open.
             self.close_breakpoint(id);
@@ -616,7 +685,7 @@ impl<K: Kernel> HwbpScheme<K> {
             Command::Modify { event, options: new_options } => {
                 let old = bp.path;
                 let options = new_options.unwrap_or(old.options);
-                Self::check_options(&options)?;
+                Self::check_options(&options, bp.owner)?;
                 let new_path = OpenPath { target: old.target, event, options };
                 // The handle is the capability: the target was checked at
                 // open; the new address is checked against the opener's uid.
@@ -657,10 +726,44 @@ impl<K: Kernel> HwbpScheme<K> {
             bp.open = false;
             bp.final_times = times.or(bp.final_times);
         }
-        if bp.streams == 0 {
-            self.bps.remove(&id);
+        if bp.streams.is_empty() {
+            self.forget(id);
         } else {
-            Self::notify_streams(&self.handles, &mut self.notices, id);
+            // Its streams end once read empty; the state stays until then.
+            Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
+        }
+    }
+
+    /// The last handle of breakpoint `id` is gone: free its state and give
+    /// its owner's quota slot back.
+    fn forget(&mut self, id: BpId) {
+        if let Some(bp) = self.bps.remove(&id) {
+            self.usage.remove_breakpoint(bp.owner);
+        }
+    }
+
+    fn open_stream(&mut self, bp_id: BpId) -> std::result::Result<usize, Refusal> {
+        let bp = self.bps.get_mut(&bp_id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
+        let owner = bp.owner;
+        self.usage.check_stream(owner)?;
+        bp.streams.try_reserve(1).map_err(out_of_memory("the breakpoint's stream list"))?;
+        self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
+        self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
+        let number = self.new_handle(Handle::Events { bp: bp_id, subscribed: EventFlags::empty() });
+        if let Some(bp) = self.bps.get_mut(&bp_id) {
+            bp.streams.insert(number);
+        }
+        self.usage.add_stream(owner);
+        Ok(number)
+    }
+
+    fn close_stream(&mut self, handle: usize, bp_id: BpId) {
+        let Some(bp) = self.bps.get_mut(&bp_id) else { return };
+        bp.streams.remove(&handle);
+        let (owner, last) = (bp.owner, bp.streams.is_empty() && !bp.open);
+        self.usage.remove_stream(owner);
+        if last {
+            self.forget(bp_id);
         }
     }
 
@@ -773,11 +876,10 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         if buf != EVENTS_DUP_NAME.as_bytes() {
             return Err(self.refuse(op, refusal(EINVAL, format!("unknown dup name (want {EVENTS_DUP_NAME:?})"))));
         }
-        if let Some(b) = self.bps.get_mut(&bp) {
-            b.streams += 1;
+        match self.open_stream(bp) {
+            Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() }),
+            Err(r) => Err(self.refuse(op, r)),
         }
-        let number = self.new_handle(Handle::Events { bp, subscribed: EventFlags::empty() });
-        Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() })
     }
 
     fn read(&mut self, id: usize, buf: &mut [u8], _offset: u64, fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
@@ -892,14 +994,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 self.handles.insert(id, Handle::Root);
             }
             Some(Handle::Breakpoint(bp)) => self.close_breakpoint(bp),
-            Some(Handle::Events { bp, .. }) => {
-                if let Some(b) = self.bps.get_mut(&bp) {
-                    b.streams = b.streams.saturating_sub(1);
-                    if b.streams == 0 && !b.open {
-                        self.bps.remove(&bp);
-                    }
-                }
-            }
+            Some(Handle::Events { bp, .. }) => self.close_stream(id, bp),
             None => log::warn!("hwbpd: close of unknown handle {id}: EBADF ({EBADF})"),
         }
     }

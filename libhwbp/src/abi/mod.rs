@@ -28,6 +28,14 @@ pub const EVENTS_DUP_NAME: &str = "events";
 /// Open breakpoints a non-root user may hold unless hwbpd is configured
 /// otherwise (contract section 3).
 pub const DEFAULT_USER_QUOTA: usize = 64;
+/// The largest `ring=` a non-root user may ask for (larger: EPERM).
+/// Contract section 7: it bounds hwbpd's memory per uid.
+pub const USER_MAX_RING: u32 = 4096;
+/// The largest `ring=` hwbpd accepts from root (larger: EINVAL).
+pub const ROOT_MAX_RING: u32 = 65536;
+/// Event streams a uid may hold per breakpoint of its quota (EMFILE past
+/// `STREAMS_PER_QUOTA x quota`; contract section 7).
+pub const STREAMS_PER_QUOTA: usize = 4;
 /// Debug address registers per CPU on x86.
 pub const SLOTS_PER_CPU: usize = 4;
 
