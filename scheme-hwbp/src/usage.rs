@@ -16,6 +16,22 @@ use crate::kernel::Uid;
 
 const ROOT_UID: Uid = 0;
 
+/// What hwbpd keeps for one breakpoint beside its ring's records, with
+/// the `STREAMS_PER_QUOTA` streams a uid may hold per breakpoint: the
+/// scheme's state, the engine's, the handles and stream lists, and the
+/// share of the hash tables that hold them. Measured under the worst
+/// pattern found (benches/scheme.rs, section 4: 4,528 bytes on a fresh
+/// server, whose tables all grow from empty), then rounded up to leave
+/// room for a table that has just doubled. tests/tests/scheme_alloc.rs
+/// checks the bound.
+pub const BYTES_PER_BREAKPOINT: usize = 8 * 1024;
+
+/// The most memory hwbpd holds for a non-root uid with `quota` breakpoints
+/// of rings of `ring` records: quota x (ring x record size + constant).
+pub const fn bytes_bound(quota: usize, ring: usize) -> usize {
+    quota * (ring * libhwbp::abi::EVENT_RECORD_SIZE + BYTES_PER_BREAKPOINT)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Held {
     pub breakpoints: usize,
