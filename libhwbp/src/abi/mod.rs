@@ -4,12 +4,14 @@
 //!
 //! - [`path`]: the open path grammar, options, the admitted (`fpath`) form;
 //! - [`event`]: perf's `mem:<addr>[/<len>][:<access>]`;
+//! - [`error`]: why a path, event, option or command is refused (EINVAL);
 //! - [`record`]: the count record and the hit record (byte layouts);
 //! - [`command`]: what is written to a breakpoint handle;
 //! - [`errno`]: the error numbers and what each means.
 
 pub mod command;
 pub mod errno;
+pub mod error;
 pub mod event;
 pub mod path;
 pub mod record;

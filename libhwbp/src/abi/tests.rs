@@ -340,3 +340,10 @@ fn a_stream_path_is_the_admitted_path_and_events() {
     assert_eq!(AdmittedPath::parse_stream("task/7/mem:0x1001/2:w#pieces=0x1001/1:w"), Err(PathError::BadPieces));
     assert_eq!(AdmittedPath::parse_stream("task/7/mem:0x1001/2:w#pieces=#events"), Err(PathError::BadPieces));
 }
+
+#[test]
+fn the_event_parser_does_not_depend_on_the_path_parser() {
+    // event <- path, both <- error: no circle between the two parsers.
+    let event = include_str!("event.rs");
+    assert!(!event.contains("super::path"), "abi::event must not import abi::path");
+}
