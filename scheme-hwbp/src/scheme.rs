@@ -27,9 +27,9 @@ use libhwbp::abi::{
     AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EVENTS_MARK, EventRecord,
     OpenPath, Options, ROOT_MAX_RING, STREAMS_PER_QUOTA, Target, USER_MAX_RING,
 };
-use rustc_hash::{FxHashMap, FxHashSet};
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
+use rustc_hash::{FxHashMap, FxHashSet};
 use syscall::error::{EIO, EWOULDBLOCK, Error, Result};
 use syscall::flag::{EventFlags, F_GETFL, F_SETFL, MODE_FILE, O_NONBLOCK};
 use syscall::schemev2::NewFdFlags;
@@ -543,7 +543,9 @@ impl<K: Kernel> HwbpScheme<K> {
     fn request(&self, path: &OpenPath, scope: Scope, uid: Uid) -> std::result::Result<Request, Refusal> {
         let ev = &path.event;
         let o = &path.options;
-        let (first, last) = (ev.addr(), ev.addr().saturating_add(ev.len() - 1));
+        let first = ev.addr();
+        // An `x` event watches one instruction address, whatever its length.
+        let last = if ev.access() == libhwbp::abi::Access::Exec { first } else { first.saturating_add(ev.len() - 1) };
         // A range that touches the non-canonical hole can never be armed,
         // whoever asks: EINVAL before any permission check (contract 7).
         if !(last < USER_END || first >= KERNEL_START) {

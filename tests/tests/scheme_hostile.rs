@@ -95,6 +95,8 @@ fn a_non_canonical_address_is_einval_for_anyone_and_a_kernel_one_eperm_without_r
             refused(&mut s, pid, uid, &format!("{t}/{event}?kernel"), EINVAL);
         }
     }
+    // An exec breakpoint watches one address: the last user one is fine.
+    assert!(open(&mut s, pid, USER, &format!("{t}/mem:0x7ffffffffffc:x")).is_ok());
     refused(&mut s, pid, USER, &format!("{t}/mem:0xffff800000001000/8:w"), EPERM);
     refused(&mut s, pid, USER, &format!("{t}/mem:0xffff800000001000/8:w?kernel"), EPERM);
     assert!(open(&mut s, pid, ROOT, &format!("{t}/mem:0xffff800000001000/8:w?kernel")).is_ok());
