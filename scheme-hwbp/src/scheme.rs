@@ -7,7 +7,15 @@
 //! - the root (from `scheme_root`): `openat` a breakpoint path on it;
 //! - a breakpoint: `read` = one [`CountRecord`], `write` = one
 //!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd, "events")`;
-//! - an event stream: `read` = whole [`EventRecord`]s, `fevent`.
+//! - an event stream: `read` = whole [`EventRecord`]s, `fevent`;
+//! - any of them: `fcntl(F_GETFL/F_SETFL)` is agreed to (Redox's kernel
+//!   keeps the flags and passes them to each read as `fcntl_flags`).
+//!
+//! Limits (contract 7, `crate::usage`): a uid holds at most its quota of
+//! breakpoints — a closed one until its last stream closes — and 4 x that
+//! of streams; each breakpoint keeps its own stream list, so readiness
+//! work never depends on other clients' handles. Growth a client drives is
+//! reserved first and refused with ENOMEM rather than aborting.
 //!
 //! Every call that changes what is armed pushes the changed plans to the
 //! kernel before it returns (`close` disarms before it returns).
