@@ -198,7 +198,7 @@ fn system_run(_: &Cli, _: &TargetArgs, _: &mut dyn std::io::Write) -> Result<(),
     Err("/scheme/hwbp exists only on Redox; on this host use --sim".into())
 }
 
-#[cfg(not(target_os = "redox"))]
+#[cfg(all(feature = "sim", not(target_os = "redox")))]
 fn sim_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
     use crate::platform::sim::SimPlatform;
     use crate::platform::Platform;
@@ -230,7 +230,11 @@ fn sim_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Resul
     run_with(cli, t, target, wait, out)
 }
 
-#[cfg(target_os = "redox")]
+#[cfg(not(all(feature = "sim", not(target_os = "redox"))))]
 fn sim_run(_: &Cli, _: &TargetArgs, _: &mut dyn std::io::Write) -> Result<(), String> {
-    Err("--sim is for the host; on Redox drop it".into())
+    if cfg!(target_os = "redox") {
+        Err("--sim is for the host; on Redox drop it".into())
+    } else {
+        Err("this hwbp was built without the `sim` feature".into())
+    }
 }
