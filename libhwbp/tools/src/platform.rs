@@ -27,8 +27,9 @@ pub trait Platform {
     fn own_pid(&self) -> u64;
     /// Whether the selftest runs as root (uid 0).
     fn is_root(&self) -> bool;
-    /// Logical CPUs of the machine (CPU `cpus()` does not exist).
-    fn cpus(&self) -> u32;
+    /// Logical CPUs of the machine (CPU `cpus()` does not exist; `None`:
+    /// unknown).
+    fn cpus(&self) -> Option<u32>;
     /// Address of [`SCRATCH_BYTES`] of the selftest's own memory, page
     /// aligned, a page of its own.
     fn scratch(&self) -> u64;
@@ -318,8 +319,8 @@ pub mod sim {
         fn is_root(&self) -> bool {
             self.uid == ROOT
         }
-        fn cpus(&self) -> u32 {
-            CPUS
+        fn cpus(&self) -> Option<u32> {
+            Some(CPUS)
         }
         fn scratch(&self) -> u64 {
             SCRATCH

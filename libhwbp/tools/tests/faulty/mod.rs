@@ -76,7 +76,7 @@ impl Platform for Faulty {
     fn is_root(&self) -> bool {
         self.inner.is_root()
     }
-    fn cpus(&self) -> u32 {
+    fn cpus(&self) -> Option<u32> {
         self.inner.cpus()
     }
     fn scratch(&self) -> u64 {
