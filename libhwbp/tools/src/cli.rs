@@ -167,6 +167,7 @@ pub fn main_with(cli: Cli, out: &mut dyn std::io::Write) -> i32 {
     }
 }
 
+#[cfg_attr(not(any(target_os = "redox", feature = "sim")), allow(dead_code))]
 fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
     match &cli.cmd {
         Cmd::Stat(a) => {

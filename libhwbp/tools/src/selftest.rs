@@ -778,9 +778,9 @@ fn split_range<P: Platform>(p: &mut P) -> Outcome {
     p.store(a - 1, 1);
     p.store(a + 6, 1);
     expect_eq("neighbours", count(&bp)?, 6)?;
-    // One 2-byte store across two pieces is one hit.
-    p.store(a + 1, 2);
-    expect_eq("one store over one piece", count(&bp)?, 7)
+    // One 4-byte store over two pieces (a+3/2 and a+5/1) is one hit.
+    p.store(a + 3, 4);
+    expect_eq("one store over two pieces", count(&bp)?, 7)
 }
 
 fn split_registers<P: Platform>(p: &mut P) -> Outcome {

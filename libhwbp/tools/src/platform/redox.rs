@@ -330,9 +330,10 @@ const TIMER_TOKEN: usize = usize::MAX;
 impl RedoxQueue {
     fn new() -> io::Result<RedoxQueue> {
         let os = |e: libredox::error::Error| io::Error::from_raw_os_error(e.errno());
-        let queue = event::RawEventQueue::new().map_err(os)?;
+        // redox_event's errors are libredox 0.2's, ours 0.1's: both carry the errno.
+        let queue = event::RawEventQueue::new().map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
         let timer = libredox::call::open("/scheme/time/4", libc::O_RDWR | libc::O_CLOEXEC, 0).map_err(os)?;
-        queue.subscribe(timer, TIMER_TOKEN, event::EventFlags::READ).map_err(os)?;
+        queue.subscribe(timer, TIMER_TOKEN, event::EventFlags::READ).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
         Ok(RedoxQueue { queue, timer })
     }
 
