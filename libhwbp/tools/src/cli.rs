@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 
 use clap::{Args, Parser, Subcommand};
-use libhwbp::abi::{parse_mem_event, CountRecord, EventRecord, OpenPath, Options, PathError, Target};
+use libhwbp::abi::errno::ErrorKind;
+use libhwbp::abi::{parse_mem_event, Access, CountRecord, EventRecord, MemEvent, OpenPath, Options, PathError, Target};
 use libhwbp::{Breakpoint, Transport};
 
 #[derive(Parser, Debug)]
@@ -102,11 +103,97 @@ pub fn stat_paths(events: &[String], target: Target, pinned: bool) -> Result<Vec
         .collect()
 }
 
-/// Open every path, let `wait` run, then read every count.
-pub fn stat<T: Transport + Clone>(t: T, paths: &[OpenPath], wait: impl FnOnce()) -> libhwbp::Result<Vec<(OpenPath, CountRecord)>> {
-    let handles = paths.iter().map(|p| Breakpoint::from_path(p).open(t.clone())).collect::<Result<Vec<_>, _>>()?;
+/// Open every path, let `wait` run, then read every count. A failed open
+/// says which event and why ([`explain_open_error`]).
+pub fn stat<T: Transport + Clone>(t: T, paths: &[OpenPath], wait: impl FnOnce()) -> Result<Vec<(OpenPath, CountRecord)>, String> {
+    let handles = paths.iter().map(|p| open_explained(&t, p)).collect::<Result<Vec<_>, _>>()?;
     wait();
-    handles.iter().map(|h| Ok((*h.requested_path(), h.read_count()?))).collect()
+    handles.iter().map(|h| Ok((*h.requested_path(), h.read_count().map_err(|e| e.to_string())?))).collect()
+}
+
+fn open_explained<T: Transport + Clone>(t: &T, p: &OpenPath) -> Result<libhwbp::BreakpointHandle<T>, String> {
+    Breakpoint::from_path(p).open(t.clone()).map_err(|e| format!("{}: {}", p.event, explain_open_error(p, &e)))
+}
+
+/// The aligned pieces (address, length) hwbpd splits `ev` into, one debug
+/// register each: at each address the longest of 8, 4, 2, 1 bytes that is
+/// aligned and fits (gdb's rule, and hwbpd's).
+pub fn pieces_of(ev: &MemEvent) -> Vec<(u64, u64)> {
+    if ev.access() == Access::Exec {
+        return vec![(ev.addr(), ev.len())];
+    }
+    let (mut addr, end) = (ev.addr(), ev.addr().saturating_add(ev.len()));
+    let mut out = Vec::new();
+    while addr < end {
+        let len = [8u64, 4, 2, 1].into_iter().find(|&l| addr % l == 0 && addr.saturating_add(l) <= end).unwrap_or(1);
+        out.push((addr, len));
+        addr = addr.saturating_add(len);
+    }
+    out
+}
+
+/// Debug registers on x86.
+const X86_DEBUG_REGISTERS: usize = 4;
+/// First address of the kernel half on x86-64.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+/// One past the last canonical user address on x86-64 (4-level paging).
+const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// Why hwbpd most likely refused to open `p` with `err`, in words: the
+/// errno, then what in the request causes it (hwbpd logs its own reason on
+/// its side; this is the client's reading of the same rules).
+pub fn explain_open_error(p: &OpenPath, err: &libhwbp::Error) -> String {
+    let Some(kind) = err.kind() else { return err.to_string() };
+    let ev = &p.event;
+    let pieces = pieces_of(ev);
+    let list = pieces.iter().map(|(a, l)| format!("{a:#x}/{l}")).collect::<Vec<_>>().join(", ");
+    let last = ev.addr().saturating_add(ev.len() - 1);
+    let why = match kind {
+        ErrorKind::Invalid if pieces.len() > X86_DEBUG_REGISTERS => format!(
+            "it needs {} debug registers ({list}) and x86 has {X86_DEBUG_REGISTERS}, so no breakpoint can ever hold it: watch fewer bytes, or give several -e events",
+            pieces.len()
+        ),
+        ErrorKind::Invalid if (ev.addr() < KERNEL_HALF && last >= USER_END) || (ev.addr() >= USER_END && ev.addr() < KERNEL_HALF) => {
+            format!("{:#x}..={last:#x} is not a canonical address (user space ends at {:#x}, the kernel half starts at {KERNEL_HALF:#x}): it can never be armed", ev.addr(), USER_END - 1)
+        }
+        ErrorKind::NoSpace => format!(
+            "pinned, it needs {} debug register{} ({list}) on every CPU it may run on, and the pinned breakpoints already open there (cpu-wide plus the most of any one task) leave fewer of the {X86_DEBUG_REGISTERS} free: drop --pinned to take turns",
+            pieces.len(),
+            if pieces.len() == 1 { "" } else { "s" }
+        ),
+        ErrorKind::NotPermitted => match p.target {
+            Target::Cpu(_) | Target::AllCpus => "cpu-wide targets (-C, -a) are root only".to_string(),
+            _ if last >= KERNEL_HALF => format!("{:#x} is in the kernel half: root only", ev.addr()),
+            _ if p.options.kernel => "the kernel option is root only".to_string(),
+            _ if p.options.ring.get() > 4096 => format!("ring={} is above 4096 records: root only", p.options.ring.get()),
+            Target::Task(pid) | Target::TaskOnCpu { pid, .. } => format!("process {pid} belongs to another user: only its owner or root may watch it"),
+            Target::SelfTask => kind.meaning().to_string(),
+        },
+        ErrorKind::NoSuchTarget => match p.target {
+            Target::Task(pid) => format!("no process {pid}"),
+            Target::TaskOnCpu { pid, cpu } => format!("no process {pid}, or no CPU {cpu}"),
+            Target::Cpu(cpu) => format!("no CPU {cpu}"),
+            _ => kind.meaning().to_string(),
+        },
+        ErrorKind::QuotaReached => format!("your uid already has the most breakpoints open it may (per-user quota, default {})", libhwbp::abi::DEFAULT_USER_QUOTA),
+        _ => kind.meaning().to_string(),
+    };
+    format!("{}: {why}", errno_text(err))
+}
+
+fn errno_text(err: &libhwbp::Error) -> String {
+    match err.errno() {
+        Some(n) => format!("{} ({n})", ErrorKind::from_errno(n).map_or("error", |k| match k {
+            ErrorKind::Invalid => "EINVAL",
+            ErrorKind::NoSpace => "ENOSPC",
+            ErrorKind::NotPermitted => "EPERM",
+            ErrorKind::NoSuchTarget => "ESRCH",
+            ErrorKind::QuotaReached => "EMFILE",
+            ErrorKind::WouldBlock => "EAGAIN",
+            ErrorKind::BadHandle => "EBADF",
+        })),
+        None => err.to_string(),
+    }
 }
 
 /// perf-stat-like text for `rows`.
@@ -127,12 +214,12 @@ pub fn format_stat(rows: &[(OpenPath, CountRecord)]) -> String {
 }
 
 /// Open `path`, let `wait` run, then read every hit record queued.
-pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) -> libhwbp::Result<(Vec<EventRecord>, CountRecord)> {
-    let h = Breakpoint::from_path(path).open(t)?;
-    let mut ev = h.events()?;
+pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) -> Result<(Vec<EventRecord>, CountRecord), String> {
+    let h = open_explained(&t, path)?;
+    let mut ev = h.events().map_err(|e| format!("events stream: {e}"))?;
     wait();
-    let recs = ev.drain()?;
-    Ok((recs, h.read_count()?))
+    let recs = ev.drain().map_err(|e| format!("reading the events stream: {e}"))?;
+    Ok((recs, h.read_count().map_err(|e| e.to_string())?))
 }
 
 /// One line per hit record, like `perf script`.
@@ -172,12 +259,12 @@ fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl Fn
     match &cli.cmd {
         Cmd::Stat(a) => {
             let paths = stat_paths(&a.events, target, a.pinned).map_err(|e| e.to_string())?;
-            let rows = stat(t, &paths, || wait(&paths)).map_err(|e| e.to_string())?;
+            let rows = stat(t, &paths, || wait(&paths))?;
             let _ = write!(out, "{}", format_stat(&rows));
         }
         Cmd::Record(a) => {
             let path = record_path(a, target).map_err(|e| e.to_string())?;
-            let (recs, c) = record(t, &path, || wait(std::slice::from_ref(&path))).map_err(|e| e.to_string())?;
+            let (recs, c) = record(t, &path, || wait(std::slice::from_ref(&path)))?;
             for r in &recs {
                 let _ = writeln!(out, "{}", format_record(r));
             }

@@ -260,3 +260,34 @@ fn format_stat_marks_a_never_running_counter() {
     let s = cli::format_stat(&[(p, CountRecord { value: 0, time_enabled_ns: 10, time_running_ns: 0, id: 1, lost: 0 })]);
     assert!(s.contains("<not counted>") && s.contains("0.00%"), "{s}");
 }
+
+#[test]
+fn a_failed_open_says_which_event_and_why() {
+    let (code, out) = run_cli(&["stat", "--sim", "-e", "mem:0x7f0000001003/16:rw"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("mem:0x7f0000001003/16:rw: EINVAL (22): it needs 5 debug registers (0x7f0000001003/1, 0x7f0000001004/4, 0x7f0000001008/8, 0x7f0000001010/2, 0x7f0000001012/1) and x86 has 4"),
+        "{out}"
+    );
+    let (code, out) = run_cli(&["stat", "--sim", "--pinned", "-e", "mem:0x7001/8:w", "-e", "mem:0x7011/8:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("mem:0x7011/8:w: ENOSPC (28): pinned, it needs 4 debug registers (0x7011/1, 0x7012/2, 0x7014/4, 0x7018/1)"), "{out}");
+    let (code, out) = run_cli(&["record", "--sim", "-C", "7", "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ESRCH (3): no CPU 7"), "{out}");
+    let (_, out) = run_cli(&["stat", "--sim", "-e", "mem:0x800000000000/8:w"]);
+    assert!(out.contains("is not a canonical address"), "{out}");
+}
+
+#[test]
+fn eperm_is_explained_by_what_needs_root() {
+    use libhwbp::abi::OpenPath;
+    let eperm = || libhwbp::Error::Os(std::io::Error::from_raw_os_error(libhwbp::abi::errno::EPERM));
+    let why = |p: &str| cli::explain_open_error(&OpenPath::parse(p).unwrap(), &eperm());
+    assert!(why("cpu/all/mem:0x1000").contains("cpu-wide targets (-C, -a) are root only"));
+    assert!(why("task/5/mem:0xffff800000001000").contains("kernel half"));
+    assert!(why("task/5/mem:0x1000?kernel").contains("kernel option"));
+    assert!(why("task/5/mem:0x1000?ring=8192").contains("above 4096"));
+    assert!(why("task/5/mem:0x1000").contains("process 5 belongs to another user"));
+    assert_eq!(cli::pieces_of(&libhwbp::abi::MemEvent::new(0x1001, 6, libhwbp::abi::Access::Write).unwrap()), [(0x1001, 1), (0x1002, 2), (0x1004, 2), (0x1006, 1)]);
+}
