@@ -996,7 +996,23 @@ fn non_root_checks<P: Platform>(p: &mut P) -> Vec<(String, Outcome)> {
     }
     out.push(("non-root: EMFILE at the quota, closing one frees a place".into(), quota(p)));
     out.push(("non-root: a breakpoint counts against the quota until its events stream is closed".into(), quota_streams(p)));
+    out.push(("non-root: at most 4 x quota events streams, EMFILE beyond".into(), stream_limit(p)));
     out
+}
+
+fn stream_limit<P: Platform>(p: &mut P) -> Outcome {
+    let limit = 4 * libhwbp::abi::DEFAULT_USER_QUOTA;
+    let bp = open(p, Breakpoint::watch(block(p, 41)).access(Access::Write))?;
+    let mut streams = Vec::new();
+    for i in 0..limit {
+        streams.push(bp.events().map_err(|err| format!("stream #{i} of {limit}: {err}"))?);
+    }
+    let over = bp.events();
+    expect_eq(&format!("stream #{limit}"), errno_name(lib_errno(&over)), errno_name(errno::EMFILE))?;
+    drop(over);
+    streams.pop();
+    let again = bp.events();
+    expect_eq("after closing one", errno_name(lib_errno(&again)), "ok".into())
 }
 
 fn quota<P: Platform>(p: &mut P) -> Outcome {
