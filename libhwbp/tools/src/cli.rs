@@ -1,8 +1,8 @@
 //! `hwbp`: perf-like `stat` and `record` for hardware watchpoints.
 //!
 //! ```text
-//! hwbp stat   -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--pinned] [--duration-ms N]
-//! hwbp record -e mem:0x1000/4:w          (-p PID | -C CPU | -a) [--period N] [--duration-ms N]
+//! hwbp stat   -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--pinned] [--duration-ms N] [--ready-file F]
+//! hwbp record -e mem:0x1000/4:w          (-p PID | -C CPU | -a) [--period N] [--ring N] [--duration-ms N] [--ready-file F]
 //! ```
 //! On Redox they talk to `/scheme/hwbp`. On the host, `--sim` runs them
 //! against an in-process hwbpd on the simulated kernel, with a simulated
@@ -48,6 +48,10 @@ pub struct TargetArgs {
     /// with a simulated task as the target.
     #[arg(long)]
     pub sim: bool,
+    /// Create this (empty) file once every breakpoint is open, before
+    /// watching (e.g. `hwbp-target --go-file` waits for it).
+    #[arg(long = "ready-file")]
+    pub ready_file: Option<String>,
     /// With --sim: stores the simulated task makes to each watched address.
     #[arg(long = "sim-stores", default_value_t = 1000)]
     pub sim_stores: u64,
@@ -256,6 +260,30 @@ pub fn main_with(cli: Cli, out: &mut dyn std::io::Write) -> i32 {
 
 #[cfg_attr(not(any(target_os = "redox", feature = "sim")), allow(dead_code))]
 fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
+    let ready_file = match &cli.cmd {
+        Cmd::Stat(a) => a.target.ready_file.clone(),
+        Cmd::Record(a) => a.target.ready_file.clone(),
+    };
+    let mut ready_error = None;
+    // Every breakpoint is open when `wait` runs: say so, then wait.
+    let wait = |paths: &[OpenPath]| {
+        if let Some(f) = &ready_file
+            && let Err(e) = std::fs::write(f, b"")
+        {
+            ready_error = Some(format!("--ready-file {f}: {e}"));
+            return;
+        }
+        wait(paths)
+    };
+    let r = run_opened(cli, t, target, wait, out);
+    match ready_error {
+        Some(e) => Err(e),
+        None => r,
+    }
+}
+
+#[cfg_attr(not(any(target_os = "redox", feature = "sim")), allow(dead_code))]
+fn run_opened<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
     match &cli.cmd {
         Cmd::Stat(a) => {
             let paths = stat_paths(&a.events, target, a.pinned).map_err(|e| e.to_string())?;

@@ -292,3 +292,20 @@ fn eperm_is_explained_by_what_needs_root() {
     assert!(why("task/5/mem:0x1000").contains("process 5 belongs to another user"));
     assert_eq!(cli::pieces_of(&libhwbp::abi::MemEvent::new(0x1001, 6, libhwbp::abi::Access::Write).unwrap()), [(0x1001, 1), (0x1002, 2), (0x1004, 2), (0x1006, 1)]);
 }
+
+#[test]
+fn ready_file_appears_once_the_breakpoints_are_open() {
+    let f = std::env::temp_dir().join(format!("hwbp-ready-{}", std::process::id()));
+    let _ = std::fs::remove_file(&f);
+    let (code, out) = run_cli(&["stat", "--sim", "--sim-stores", "2", "--ready-file", f.to_str().unwrap(), "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(f.exists());
+    let _ = std::fs::remove_file(&f);
+    // Not created when the open fails.
+    let (code, _) = run_cli(&["record", "--sim", "--ready-file", f.to_str().unwrap(), "-e", "mem:0x7000:r"]);
+    assert_eq!(code, 1);
+    assert!(!f.exists());
+    let (code, out) = run_cli(&["stat", "--sim", "--ready-file", "/nonexistent-dir/x", "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("--ready-file /nonexistent-dir/x"), "{out}");
+}
