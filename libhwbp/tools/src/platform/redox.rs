@@ -104,7 +104,9 @@ impl RedoxPlatform {
     pub fn new(args: &Args) -> RedoxPlatform {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (done_tx, done) = mpsc::channel();
-        std::thread::spawn(move || {
+        // If it cannot start, `store_in_background` reports it (the
+        // channel is closed).
+        let _ = std::thread::Builder::new().spawn(move || {
             for (addr, size, n, delay) in job_rx {
                 std::thread::sleep(delay);
                 for _ in 0..n {
@@ -217,14 +219,14 @@ impl Platform for RedoxPlatform {
         // returns costs that thread, not the selftest.
         let (tx, rx) = mpsc::channel();
         let len = buf.len();
-        std::thread::spawn(move || {
+        std::thread::Builder::new().spawn(move || {
             let mut b = vec![0u8; len];
             let r = RedoxTransport.read(h, &mut b).map(|n| {
                 b.truncate(n);
                 b
             });
             let _ = tx.send(r);
-        });
+        })?;
         match rx.recv_timeout(Duration::from_nanos(timeout_ns)) {
             Ok(Ok(b)) => {
                 buf[..b.len()].copy_from_slice(&b);
