@@ -186,18 +186,19 @@ pub fn explain_open_error(p: &OpenPath, err: &libhwbp::Error) -> String {
 }
 
 fn errno_text(err: &libhwbp::Error) -> String {
-    match err.errno() {
-        Some(n) => format!("{} ({n})", ErrorKind::from_errno(n).map_or("error", |k| match k {
-            ErrorKind::Invalid => "EINVAL",
-            ErrorKind::NoSpace => "ENOSPC",
-            ErrorKind::NotPermitted => "EPERM",
-            ErrorKind::NoSuchTarget => "ESRCH",
-            ErrorKind::QuotaReached => "EMFILE",
-            ErrorKind::WouldBlock => "EAGAIN",
-            ErrorKind::BadHandle => "EBADF",
-        })),
-        None => err.to_string(),
-    }
+    use libhwbp::abi::errno::*;
+    let Some(n) = err.errno() else { return err.to_string() };
+    let name = match n {
+        EPERM => "EPERM",
+        ESRCH => "ESRCH",
+        EBADF => "EBADF",
+        EAGAIN | EWOULDBLOCK_REDOX => "EAGAIN",
+        EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
+        ENOSPC => "ENOSPC",
+        _ => return err.to_string(),
+    };
+    format!("{name} ({n})")
 }
 
 /// perf-stat-like text for `rows`.
