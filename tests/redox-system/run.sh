@@ -21,7 +21,9 @@
 # Exit: 0 when M = 0 and N > 0; 1 when something failed; 2 bad usage or
 # build failure; 124 no verdict within $TIMEOUT seconds (default 600).
 # Env: CARGO_TARGET_DIR (default target/redox-system), SERIAL_LOG=file keeps
-# the log, QEMU_EXTRA (extra QEMU words).
+# the log, QEMU_EXTRA (extra QEMU words, e.g. `-append KEY=VALUE`: the
+# loader puts such words into sys:env, so init sees them), LOADER (a PVH
+# loader by path instead of tests/redox-boot's).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -115,7 +117,7 @@ out="$CARGO_TARGET_DIR/x86_64-unknown-redox/release"
 # PVH loader and packer (tests/redox-boot, our code).
 boot_target="$CARGO_TARGET_DIR/redox-boot"
 CARGO_TARGET_DIR="$boot_target" "$root/tests/redox-boot/build.sh" || { echo "run.sh: redox-boot build failed" >&2; exit 2; }
-loader="$boot_target/x86_64-unknown-none/release/redox-pvh-loader"
+loader="${LOADER:-$boot_target/x86_64-unknown-none/release/redox-pvh-loader}"
 pack="$boot_target/release/redox-boot-pack"
 
 work="$(mktemp -d)"
