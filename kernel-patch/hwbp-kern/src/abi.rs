@@ -190,6 +190,16 @@ pub const HIT_KERNEL_MODE: u32 = 1 << 0;
 pub const HIT_EXEC: u32 = 1 << 1;
 /// The same #DB also reported a single step (DR6.BS).
 pub const HIT_WITH_SINGLE_STEP: u32 = 1 << 2;
+/// Not a hit: an event about a process plan (`pid-<pid>`). `token` is the
+/// kind ([`EVENT_EXIT`], [`EVENT_IDENTITY`]), the pid is the high half of
+/// `context`; the other fields are 0 but `timestamp`.
+pub const HIT_EVENT: u32 = 1 << 31;
+/// Event: the process's last thread exited; its plan ended.
+pub const EVENT_EXIT: u64 = 1;
+/// Event: a thread of the process changed its effective uid or gid (a
+/// set-uid/set-gid exec, `setresuid`): the kernel dropped the plan from
+/// every thread, and it ended.
+pub const EVENT_IDENTITY: u64 = 2;
 
 /// One hit, as the #DB handler records it and the hit stream yields it.
 #[repr(C)]
