@@ -398,6 +398,20 @@ mod redox {
             let len = h.read(&mut plan).map_err(|e| format!("read regs/debug-{id}: {e}"))?;
             plans.push((id, len));
         }
+        // A process plan (`pid-<pid>`) left behind by the dead hwbpd would make this EBUSY.
+        let process_plan = match control.dup(format!("pid-{pid}").as_bytes()) {
+            Ok(fd) => {
+                let h = libredox::Fd::new(fd);
+                let mut plan = [0u8; 24 * 16];
+                h.read(&mut plan).map_err(|e| format!("read pid-{pid}: {e}"))?
+            }
+            Err(e) if e.errno() == syscall::EBUSY => return Err(format!("pid-{pid}: EBUSY, a process plan outlived its control handle")),
+            // A kernel series without process plans.
+            Err(_) => 0,
+        };
+        if process_plan != 0 {
+            return Err(format!("pid-{pid} reads {process_plan} plan bytes"));
+        }
         Ok(plans)
     }
 
@@ -476,7 +490,7 @@ mod redox {
                 let armed: Vec<_> = plans.iter().filter(|(_, len)| *len != 0).collect();
                 run.check(
                     !plans.is_empty() && armed.is_empty(),
-                    format!("restart: with hwbpd dead, hwbp-control is free and every thread of pid {pid} has an empty plan ({plans:?} = (debug id, plan bytes))"),
+                    format!("restart: with hwbpd dead, hwbp-control is free and every thread of pid {pid} has an empty plan ({plans:?} = (debug id, plan bytes)), and no process plan is left (pid-{pid})"),
                 );
             }
             Err(e) => run.fail(format!("restart: reading the target's plans: {e}")),
