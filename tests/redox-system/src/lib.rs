@@ -64,7 +64,12 @@ impl Tally {
             "hwbp-system: init checks {} passed, {} failed; selftest checks {} passed, {} failed",
             self.own_passed, self.own_failed, self.sub_passed, self.sub_failed
         );
-        let _ = write!(s, "{VERDICT_PREFIX}{} passed, {} failed", self.passed(), self.failed());
+        let _ = write!(
+            s,
+            "{VERDICT_PREFIX}{} passed, {} failed",
+            self.passed(),
+            self.failed()
+        );
         s
     }
 }
@@ -80,7 +85,11 @@ pub fn parse_counts(line: &str) -> Option<(u32, u32)> {
     let (head, failed) = rest.rsplit_once(", ")?;
     let failed = failed.trim().parse().ok()?;
     let head = head.strip_suffix(" passed")?;
-    let passed = head.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let passed = head
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
     Some((passed, failed))
 }
 
@@ -92,7 +101,10 @@ pub fn last_counts(output: &str) -> Option<(u32, u32)> {
 /// The final verdict of a serial log: the last line starting with
 /// [`VERDICT_PREFIX`] that holds counts.
 pub fn verdict_of_log(log: &str) -> Option<(u32, u32)> {
-    log.lines().rev().filter_map(|l| l.find(VERDICT_PREFIX).map(|i| &l[i..])).find_map(parse_counts)
+    log.lines()
+        .rev()
+        .filter_map(|l| l.find(VERDICT_PREFIX).map(|i| &l[i..]))
+        .find_map(parse_counts)
 }
 
 /// What the target announces when it starts.
@@ -177,14 +189,16 @@ pub fn parse_stat(output: &str, event: &str) -> Option<(u64, u64)> {
     for line in output.lines() {
         let mut toks = line.split_whitespace();
         let Some(first) = toks.next() else { continue };
-        let Ok(value) = first.parse::<u64>() else { continue };
+        let Ok(value) = first.parse::<u64>() else {
+            continue;
+        };
         let rest: Vec<&str> = toks.collect();
         let raw = if rest.first() == Some(&"(scaled") && rest.get(1) == Some(&"from") {
             rest.get(2)?.trim_end_matches(')').parse().ok()?
         } else {
             value
         };
-        if rest.iter().any(|t| *t == event) {
+        if rest.contains(&event) {
             return Some((value, raw));
         }
     }
@@ -195,7 +209,7 @@ pub fn parse_stat(output: &str, event: &str) -> Option<(u64, u64)> {
 pub fn parse_record_summary(output: &str) -> Option<(u64, u64, u64)> {
     output.lines().rev().find_map(|l| {
         let rest = l.trim().strip_prefix("# ")?;
-        let mut t = rest.split(|c: char| c == ',' || c == ':').map(str::trim);
+        let mut t = rest.split([',', ':']).map(str::trim);
         let records = t.next()?.strip_suffix(" records")?.parse().ok()?;
         let hits = t.next()?.strip_suffix(" hits")?.parse().ok()?;
         let lost = t.next()?.strip_suffix(" lost")?.parse().ok()?;
@@ -210,14 +224,19 @@ pub fn count_records(output: &str, pid: u64, addr: u64) -> usize {
         .lines()
         .filter(|l| {
             let mut t = l.split_whitespace();
-            t.next() == Some("pid") && t.next().and_then(|p| p.parse::<u64>().ok()) == Some(pid) && l.contains(&want_addr)
+            t.next() == Some("pid")
+                && t.next().and_then(|p| p.parse::<u64>().ok()) == Some(pid)
+                && l.contains(&want_addr)
         })
         .count()
 }
 
 /// Debug ids in a `threads-<pid>` read (u32 LE, whole ids only).
 pub fn parse_thread_ids(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// The test-only /scheme/rand generator: splitmix64.
@@ -262,24 +281,41 @@ mod tests {
     #[test]
     fn counts_parse_from_selftest_and_verdict_lines() {
         assert_eq!(parse_counts("40 passed, 2 failed"), Some((40, 2)));
-        assert_eq!(parse_counts("hwbp-system: 83 passed, 0 failed\r"), Some((83, 0)));
-        assert_eq!(parse_counts("hwbp-selftest: 5 passed, 7 failed"), Some((5, 7)));
+        assert_eq!(
+            parse_counts("hwbp-system: 83 passed, 0 failed\r"),
+            Some((83, 0))
+        );
+        assert_eq!(
+            parse_counts("hwbp-selftest: 5 passed, 7 failed"),
+            Some((5, 7))
+        );
         assert_eq!(parse_counts("ok - 3 passed"), None);
         assert_eq!(parse_counts("passed, failed"), None);
-        assert_eq!(last_counts("x\n1 passed, 1 failed\n2 passed, 0 failed\ntrailer\n"), Some((2, 0)));
+        assert_eq!(
+            last_counts("x\n1 passed, 1 failed\n2 passed, 0 failed\ntrailer\n"),
+            Some((2, 0))
+        );
     }
 
     #[test]
     fn verdict_of_log_takes_the_last_verdict_even_with_serial_noise() {
         let log = "Redox OS starting\n  | 40 passed, 2 failed\nkernel: hwbp-system: 90 passed, 1 failed\nShutdown\n";
         assert_eq!(verdict_of_log(log), Some((90, 1)));
-        assert_eq!(verdict_of_log("40 passed, 0 failed\n"), None, "a sub-program's line is no verdict");
+        assert_eq!(
+            verdict_of_log("40 passed, 0 failed\n"),
+            None,
+            "a sub-program's line is no verdict"
+        );
         assert_eq!(verdict_of_log(""), None);
     }
 
     #[test]
     fn target_lines_round_trip() {
-        let r = TargetReady { pid: 7, a: 0x40_1000, b: 0x40_1040 };
+        let r = TargetReady {
+            pid: 7,
+            a: 0x40_1000,
+            b: 0x40_1040,
+        };
         assert_eq!(parse_ready(&format_ready(&r)), Some(r));
         assert_eq!(parse_ready("target: ready pid x addr 0x1 0x2"), None);
         assert_eq!(parse_ready("target: ready pid 3 addr 1 0x2"), None);

@@ -38,8 +38,8 @@ mod redox {
     use std::time::{Duration, Instant};
 
     use hwbp_redox_system::{
-        SplitMix, Tally, TargetReady, count_records, last_counts, parse_done, parse_ready, parse_record_summary,
-        parse_stat, parse_thread_ids,
+        SplitMix, Tally, TargetReady, count_records, last_counts, parse_done, parse_ready,
+        parse_record_summary, parse_stat, parse_thread_ids,
     };
     use libhwbp::Breakpoint;
     use libhwbp::abi::Target;
@@ -90,11 +90,28 @@ mod redox {
         fn scheme_root(&mut self) -> SysResult<usize> {
             Ok(0)
         }
-        fn openat(&mut self, _fd: usize, _path: &str, _flags: usize, _fcntl: u32, _ctx: &CallerCtx) -> SysResult<OpenResult> {
+        fn openat(
+            &mut self,
+            _fd: usize,
+            _path: &str,
+            _flags: usize,
+            _fcntl: u32,
+            _ctx: &CallerCtx,
+        ) -> SysResult<OpenResult> {
             self.next_id += 1;
-            Ok(OpenResult::ThisScheme { number: self.next_id, flags: NewFdFlags::empty() })
+            Ok(OpenResult::ThisScheme {
+                number: self.next_id,
+                flags: NewFdFlags::empty(),
+            })
         }
-        fn read(&mut self, _id: usize, buf: &mut [u8], _off: u64, _fcntl: u32, _ctx: &CallerCtx) -> SysResult<usize> {
+        fn read(
+            &mut self,
+            _id: usize,
+            buf: &mut [u8],
+            _off: u64,
+            _fcntl: u32,
+            _ctx: &CallerCtx,
+        ) -> SysResult<usize> {
             // SAFETY: rdtsc has no preconditions.
             let tsc = unsafe { core::arch::x86_64::_rdtsc() };
             self.rng.0 ^= tsc;
@@ -105,7 +122,13 @@ mod redox {
             stat.st_mode = syscall::MODE_CHR | 0o444;
             Ok(())
         }
-        fn fcntl(&mut self, _id: usize, _cmd: usize, _arg: usize, _ctx: &CallerCtx) -> SysResult<usize> {
+        fn fcntl(
+            &mut self,
+            _id: usize,
+            _cmd: usize,
+            _arg: usize,
+            _ctx: &CallerCtx,
+        ) -> SysResult<usize> {
             Ok(0)
         }
         fn fpath(&mut self, _id: usize, buf: &mut [u8], _ctx: &CallerCtx) -> SysResult<usize> {
@@ -119,7 +142,10 @@ mod redox {
     fn serve_test_only_rand(ready: mpsc::Sender<Result<(), String>>) {
         // SAFETY: rdtsc has no preconditions.
         let seed = unsafe { core::arch::x86_64::_rdtsc() };
-        let mut scheme = TestOnlyRand { rng: SplitMix(seed), next_id: 0 };
+        let mut scheme = TestOnlyRand {
+            rng: SplitMix(seed),
+            next_id: 0,
+        };
         let socket = match Socket::create() {
             Ok(s) => s,
             Err(e) => return drop(ready.send(Err(format!("scheme socket: {e}")))),
@@ -140,7 +166,10 @@ mod redox {
             };
             if let RequestKind::Call(call) = req.kind() {
                 let resp = call.handle_sync(&mut scheme, &mut state);
-                if !matches!(socket.write_response(resp, SignalBehavior::Restart), Ok(true)) {
+                if !matches!(
+                    socket.write_response(resp, SignalBehavior::Restart),
+                    Ok(true)
+                ) {
                     break;
                 }
             }
@@ -159,7 +188,11 @@ mod redox {
         // SAFETY: fcntl on an fd we own, in the child between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::fcntl(wfd, libc::F_SETFD, 0) == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+                if libc::fcntl(wfd, libc::F_SETFD, 0) == -1 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
             });
         }
         let child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
@@ -183,7 +216,8 @@ mod redox {
             }
         }
         let ns = libredox::call::getns().map_err(|e| format!("getns: {e}"))?;
-        libredox::call::register_scheme_to_ns(ns, name, new_fd).map_err(|e| format!("register {name}: {e}"))?;
+        libredox::call::register_scheme_to_ns(ns, name, new_fd)
+            .map_err(|e| format!("register {name}: {e}"))?;
         Ok(child)
     }
 
@@ -211,7 +245,11 @@ mod redox {
 
     /// Run a program to its end, echo its output indented, return (status ok, stdout).
     fn run_echoed(cmd: &mut Command, tag: &str) -> Result<(bool, String), String> {
-        let child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| format!("spawn: {e}"))?;
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
         let out = child.wait_with_output().map_err(|e| format!("wait: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         for l in text.lines() {
@@ -234,11 +272,17 @@ mod redox {
                     run.tally.add_sub(p, f);
                     run.check(
                         f == 0 && p > 0 && status_ok,
-                        format!("hwbp-selftest as {who}: {p} passed, {f} failed ({:.1} s)", started.elapsed().as_secs_f64()),
+                        format!(
+                            "hwbp-selftest as {who}: {p} passed, {f} failed ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        ),
                     );
                 }
                 None => {
-                    run.check(false, format!("hwbp-selftest as {who}: no verdict line (exit ok: {status_ok})"));
+                    run.check(
+                        false,
+                        format!("hwbp-selftest as {who}: no verdict line (exit ok: {status_ok})"),
+                    );
                 }
             },
             Err(e) => {
@@ -272,9 +316,16 @@ mod redox {
                     }
                 }
             });
-            let first = lines.recv_timeout(Duration::from_secs(20)).map_err(|e| format!("no ready line: {e}"))?;
+            let first = lines
+                .recv_timeout(Duration::from_secs(20))
+                .map_err(|e| format!("no ready line: {e}"))?;
             let ready = parse_ready(&first).ok_or_else(|| format!("bad ready line {first:?}"))?;
-            Ok(TargetProc { child, stdin, lines, ready })
+            Ok(TargetProc {
+                child,
+                stdin,
+                lines,
+                ready,
+            })
         }
 
         fn addr(&self, w: char) -> u64 {
@@ -285,7 +336,10 @@ mod redox {
         fn store(&mut self, n: u64, w: char) -> Result<u64, String> {
             writeln!(self.stdin, "store {n} {w}").map_err(|e| format!("to target: {e}"))?;
             self.stdin.flush().map_err(|e| format!("to target: {e}"))?;
-            let l = self.lines.recv_timeout(Duration::from_secs(60)).map_err(|e| format!("target silent: {e}"))?;
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|e| format!("target silent: {e}"))?;
             match parse_done(&l) {
                 Some((m, c)) if c == w => Ok(m),
                 _ => Err(format!("target said {l:?}")),
@@ -310,9 +364,14 @@ mod redox {
     }
 
     fn finish_tool(child: Child, tag: &str) -> Result<(bool, String), String> {
-        let out = child.wait_with_output().map_err(|e| format!("wait hwbp: {e}"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("wait hwbp: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        for l in text.lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+        for l in text
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
             say(&format!("  {tag}| {l}"));
         }
         Ok((out.status.success(), text))
@@ -325,10 +384,18 @@ mod redox {
     fn stat_on_target(run: &mut Run, target: &mut TargetProc, stores: u64) {
         let addr = target.addr('a');
         let event = format!("mem:{addr:#x}/8:w");
-        let args: Vec<String> = ["stat", "-e", &event, "-p", &target.ready.pid.to_string(), "--duration-ms", &TOOL_MS.to_string()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "stat",
+            "-e",
+            &event,
+            "-p",
+            &target.ready.pid.to_string(),
+            "--duration-ms",
+            &TOOL_MS.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let child = match hwbp_tool(&args) {
             Ok(c) => c,
             Err(e) => return run.fail(format!("hwbp stat: {e}")),
@@ -341,10 +408,16 @@ mod redox {
                 let got = parse_stat(&text, &event);
                 run.check(
                     status_ok && got == Some((m, m)),
-                    format!("hwbp stat -e {event} -p {}: counted {got:?} (value, raw) for {m} stores", target.ready.pid),
+                    format!(
+                        "hwbp stat -e {event} -p {}: counted {got:?} (value, raw) for {m} stores",
+                        target.ready.pid
+                    ),
                 );
             }
-            (m, o) => run.fail(format!("hwbp stat: target {m:?}, tool {:?}", o.map(|x| x.0))),
+            (m, o) => run.fail(format!(
+                "hwbp stat: target {m:?}, tool {:?}",
+                o.map(|x| x.0)
+            )),
         }
     }
 
@@ -352,11 +425,20 @@ mod redox {
         let addr = target.addr('b');
         let event = format!("mem:{addr:#x}/8:w");
         let pid = target.ready.pid;
-        let args: Vec<String> =
-            ["record", "-e", &event, "-p", &pid.to_string(), "--ring", "4096", "--duration-ms", &TOOL_MS.to_string()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let args: Vec<String> = [
+            "record",
+            "-e",
+            &event,
+            "-p",
+            &pid.to_string(),
+            "--ring",
+            "4096",
+            "--duration-ms",
+            &TOOL_MS.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let child = match hwbp_tool(&args) {
             Ok(c) => c,
             Err(e) => return run.fail(format!("hwbp record: {e}")),
@@ -377,25 +459,40 @@ mod redox {
                     format!("hwbp record: {lines} record lines carry pid {pid} and addr {addr:#x} ({m} stores)"),
                 );
             }
-            (m, o) => run.fail(format!("hwbp record: target {m:?}, tool {:?}", o.map(|x| x.0))),
+            (m, o) => run.fail(format!(
+                "hwbp record: target {m:?}, tool {:?}",
+                o.map(|x| x.0)
+            )),
         }
     }
 
     /// Read the target's plans through our own hwbp-control (only possible
     /// while no hwbpd holds it): Ok(per thread: plan bytes).
     fn target_plans_via_control(pid: u64) -> Result<Vec<(u32, usize)>, String> {
-        let control = libredox::Fd::open("/scheme/sys/hwbp-control", libredox::flag::O_RDONLY | libredox::flag::O_CLOEXEC, 0)
-            .map_err(|e| format!("open /scheme/sys/hwbp-control: {e}"))?;
-        let threads = control.dup(format!("threads-{pid}").as_bytes()).map_err(|e| format!("threads-{pid}: {e}"))?;
+        let control = libredox::Fd::open(
+            "/scheme/sys/hwbp-control",
+            libredox::flag::O_RDONLY | libredox::flag::O_CLOEXEC,
+            0,
+        )
+        .map_err(|e| format!("open /scheme/sys/hwbp-control: {e}"))?;
+        let threads = control
+            .dup(format!("threads-{pid}").as_bytes())
+            .map_err(|e| format!("threads-{pid}: {e}"))?;
         let threads = libredox::Fd::new(threads);
         let mut buf = [0u8; 1024];
-        let n = threads.read(&mut buf).map_err(|e| format!("read threads-{pid}: {e}"))?;
+        let n = threads
+            .read(&mut buf)
+            .map_err(|e| format!("read threads-{pid}: {e}"))?;
         let mut plans = Vec::new();
         for id in parse_thread_ids(&buf[..n]) {
-            let h = control.dup(format!("regs/debug-{id}").as_bytes()).map_err(|e| format!("regs/debug-{id}: {e}"))?;
+            let h = control
+                .dup(format!("regs/debug-{id}").as_bytes())
+                .map_err(|e| format!("regs/debug-{id}: {e}"))?;
             let h = libredox::Fd::new(h);
             let mut plan = [0u8; 24 * 16];
-            let len = h.read(&mut plan).map_err(|e| format!("read regs/debug-{id}: {e}"))?;
+            let len = h
+                .read(&mut plan)
+                .map_err(|e| format!("read regs/debug-{id}: {e}"))?;
             plans.push((id, len));
         }
         // A process plan (`pid-<pid>`) left behind by the dead hwbpd would make this EBUSY.
@@ -403,9 +500,14 @@ mod redox {
             Ok(fd) => {
                 let h = libredox::Fd::new(fd);
                 let mut plan = [0u8; 24 * 16];
-                h.read(&mut plan).map_err(|e| format!("read pid-{pid}: {e}"))?
+                h.read(&mut plan)
+                    .map_err(|e| format!("read pid-{pid}: {e}"))?
             }
-            Err(e) if e.errno() == syscall::EBUSY => return Err(format!("pid-{pid}: EBUSY, a process plan outlived its control handle")),
+            Err(e) if e.errno() == syscall::EBUSY => {
+                return Err(format!(
+                    "pid-{pid}: EBUSY, a process plan outlived its control handle"
+                ));
+            }
             // A kernel series without process plans.
             Err(_) => 0,
         };
@@ -419,7 +521,9 @@ mod redox {
         let ns = libredox::call::getns().map_err(|e| format!("getns: {e}"))?;
         // The namespace manager removes a scheme on unlinkat of "/scheme/<name>"
         // (empty reference) on the namespace fd.
-        syscall::unlinkat(ns, format!("/scheme/{name}"), 0).map(|_| ()).map_err(|e: Error| format!("unlink /scheme/{name}: {e}"))
+        syscall::unlinkat(ns, format!("/scheme/{name}"), 0)
+            .map(|_| ())
+            .map_err(|e: Error| format!("unlink /scheme/{name}: {e}"))
     }
 
     fn restart_check(run: &mut Run, hwbpd: &mut Option<Child>, target: &mut TargetProc) {
@@ -427,22 +531,38 @@ mod redox {
         let a = target.addr('a');
         // A watch on word a held by another process (`hwbp stat`) while hwbpd dies.
         let event = format!("mem:{a:#x}/8:w");
-        let args: Vec<String> = ["stat", "-e", &event, "-p", &pid.to_string(), "--duration-ms", &TOOL_MS.to_string()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "stat",
+            "-e",
+            &event,
+            "-p",
+            &pid.to_string(),
+            "--duration-ms",
+            &TOOL_MS.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let tool = match hwbp_tool(&args) {
             Ok(c) => c,
             Err(e) => return run.fail(format!("restart: hwbp stat holding a watch: {e}")),
         };
         std::thread::sleep(ARM_WAIT);
         let made = target.store(10, 'a');
-        run.check(made == Ok(10), format!("restart: 10 stores under a watch held by hwbp stat ({made:?})"));
+        run.check(
+            made == Ok(10),
+            format!("restart: 10 stores under a watch held by hwbp stat ({made:?})"),
+        );
         // HWBP_SYSTEM_INIT_HOLDS=1: init also holds a watch of its own across the kill
         // (diagnostic: with kernel 663e664 + relibc 6359922 a process holding an fd of a
         // dead scheme was seen failing to spawn afterwards).
         let held = if std::env::var("HWBP_SYSTEM_INIT_HOLDS").is_ok_and(|v| v == "1") {
-            Breakpoint::watch(a).len(8).target(Target::Task(pid)).pinned().open(RedoxTransport).ok()
+            Breakpoint::watch(a)
+                .len(8)
+                .target(Target::Task(pid))
+                .pinned()
+                .open(RedoxTransport)
+                .ok()
         } else {
             None
         };
@@ -451,15 +571,32 @@ mod redox {
             return run.fail("restart: no hwbpd to kill");
         };
         let killed = child.kill().and_then(|()| child.wait());
-        run.check(killed.is_ok(), format!("restart: hwbpd killed ({killed:?})"));
+        run.check(
+            killed.is_ok(),
+            format!("restart: hwbpd killed ({killed:?})"),
+        );
         std::thread::sleep(Duration::from_millis(200));
         if std::env::var("HWBP_SYSTEM_PROBE").is_ok_and(|v| v == "1") {
-            let st = Command::new(format!("{BIN}/hwbp")).arg("--help").stdout(Stdio::null()).status();
+            let st = Command::new(format!("{BIN}/hwbp"))
+                .arg("--help")
+                .stdout(Stdio::null())
+                .status();
             say(&format!("init: probe: hwbp --help after the kill: {st:?}"));
-            let st = Command::new(format!("{BIN}/hwbp-system-target")).stdin(Stdio::null()).stdout(Stdio::null()).status();
-            say(&format!("init: probe: a fresh target after the kill: {st:?}"));
-            let st = Command::new(format!("{BIN}/hwbpd")).env("HWBPD_LOG", "info").env("HWBPD_KEEP_ROOT", "1").spawn();
-            say(&format!("init: probe: plain hwbpd after the kill: {:?}", st.as_ref().map(|c| c.id())));
+            let st = Command::new(format!("{BIN}/hwbp-system-target"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+            say(&format!(
+                "init: probe: a fresh target after the kill: {st:?}"
+            ));
+            let st = Command::new(format!("{BIN}/hwbpd"))
+                .env("HWBPD_LOG", "info")
+                .env("HWBPD_KEEP_ROOT", "1")
+                .spawn();
+            say(&format!(
+                "init: probe: plain hwbpd after the kill: {:?}",
+                st.as_ref().map(|c| c.id())
+            ));
             std::thread::sleep(Duration::from_millis(500));
             if let Ok(mut c) = st {
                 let _ = c.kill();
@@ -477,7 +614,10 @@ mod redox {
         }
         if let Some(h) = held {
             let stale = h.read_count();
-            say(&format!("init: the watch init held reads {:?} after the kill", stale.map(|c| c.value)));
+            say(&format!(
+                "init: the watch init held reads {:?} after the kill",
+                stale.map(|c| c.value)
+            ));
             drop(h);
         }
 
@@ -485,7 +625,11 @@ mod redox {
         if !read_back {
             say("init: HWBP_SYSTEM_NO_CONTROL_READ=1: plan read-back skipped");
         }
-        match if read_back { target_plans_via_control(pid) } else { Err("skipped".into()) } {
+        match if read_back {
+            target_plans_via_control(pid)
+        } else {
+            Err("skipped".into())
+        } {
             Ok(plans) => {
                 let armed: Vec<_> = plans.iter().filter(|(_, len)| *len != 0).collect();
                 run.check(
@@ -509,8 +653,18 @@ mod redox {
             started = start_scheme_service(&mut hwbpd_command(), "hwbp");
         }
         let ok = started.is_ok();
-        let up = if ok { wait_for_scheme("/scheme/hwbp", Duration::from_secs(30)) } else { None };
-        run.check(ok && up.is_some(), format!("restart: hwbpd started again ({:?}), /scheme/hwbp up after {up:?}", started.as_ref().err()));
+        let up = if ok {
+            wait_for_scheme("/scheme/hwbp", Duration::from_secs(30))
+        } else {
+            None
+        };
+        run.check(
+            ok && up.is_some(),
+            format!(
+                "restart: hwbpd started again ({:?}), /scheme/hwbp up after {up:?}",
+                started.as_ref().err()
+            ),
+        );
         if let Ok(c) = started {
             *hwbpd = Some(c);
         }
@@ -520,7 +674,12 @@ mod redox {
 
         // A new watch on word b: it must count its own stores and nothing of word a.
         let b = target.addr('b');
-        match Breakpoint::watch(b).len(8).target(Target::Task(pid)).pinned().open(RedoxTransport) {
+        match Breakpoint::watch(b)
+            .len(8)
+            .target(Target::Task(pid))
+            .pinned()
+            .open(RedoxTransport)
+        {
             Ok(h2) => {
                 let _ = target.store(50, 'a');
                 let _ = target.store(20, 'b');
@@ -534,7 +693,10 @@ mod redox {
 
     fn power_off(run: &Run) -> ! {
         say(&format!("init: powering off after {:.1} s", run.elapsed()));
-        match std::fs::OpenOptions::new().write(true).open("/scheme/sys/kstop") {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open("/scheme/sys/kstop")
+        {
             Ok(mut f) => {
                 let _ = f.write_all(b"shutdown");
             }
@@ -547,8 +709,14 @@ mod redox {
     }
 
     pub fn main() -> ! {
-        let mut run = Run { tally: Tally::default(), t0: Instant::now() };
-        say(&format!("hwbp-system-init: started, pid {}", std::process::id()));
+        let mut run = Run {
+            tally: Tally::default(),
+            t0: Instant::now(),
+        };
+        say(&format!(
+            "hwbp-system-init: started, pid {}",
+            std::process::id()
+        ));
 
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || serve_test_only_rand(tx));
@@ -559,18 +727,29 @@ mod redox {
         });
         run.check(
             matches!(rand_ok, Ok(Ok(()))) && rand_read.is_ok(),
-            format!("init serves /scheme/rand (TEST-ONLY stand-in for randd): {rand_ok:?}, read {:?}", rand_read.map(|_| "16 bytes")),
+            format!(
+                "init serves /scheme/rand (TEST-ONLY stand-in for randd): {rand_ok:?}, read {:?}",
+                rand_read.map(|_| "16 bytes")
+            ),
         );
 
         let mut hwbpd = match start_scheme_service(&mut hwbpd_command(), "hwbp") {
             Ok(c) => Some(c),
             Err(e) => {
-                run.check(false, format!("hwbpd started as a scheme service (INIT_NOTIFY): {e}"));
+                run.check(
+                    false,
+                    format!("hwbpd started as a scheme service (INIT_NOTIFY): {e}"),
+                );
                 None
             }
         };
-        let up = hwbpd.as_ref().and_then(|_| wait_for_scheme("/scheme/hwbp", Duration::from_secs(30)));
-        if !run.check(up.is_some(), format!("hwbpd handed back its scheme over INIT_NOTIFY; /scheme/hwbp up after {up:?}")) {
+        let up = hwbpd
+            .as_ref()
+            .and_then(|_| wait_for_scheme("/scheme/hwbp", Duration::from_secs(30)));
+        if !run.check(
+            up.is_some(),
+            format!("hwbpd handed back its scheme over INIT_NOTIFY; /scheme/hwbp up after {up:?}"),
+        ) {
             say(&run.tally.summary());
             power_off(&run);
         }
@@ -580,13 +759,23 @@ mod redox {
 
         match TargetProc::start() {
             Ok(mut target) => {
-                run.check(true, format!("target started: pid {}, words at {:#x} and {:#x}", target.ready.pid, target.ready.a, target.ready.b));
+                run.check(
+                    true,
+                    format!(
+                        "target started: pid {}, words at {:#x} and {:#x}",
+                        target.ready.pid, target.ready.a, target.ready.b
+                    ),
+                );
                 stat_on_target(&mut run, &mut target, 1000);
                 record_on_target(&mut run, &mut target, 500);
                 if std::env::var("HWBP_SYSTEM_PROBE").is_ok_and(|v| v == "1") {
                     // Diagnostic: a second hwbpd while the first runs (it must stop at EBUSY).
-                    let st = Command::new(format!("{BIN}/hwbpd")).env("HWBPD_LOG", "info").status();
-                    say(&format!("init: probe: second hwbpd while the first runs: {st:?}"));
+                    let st = Command::new(format!("{BIN}/hwbpd"))
+                        .env("HWBPD_LOG", "info")
+                        .status();
+                    say(&format!(
+                        "init: probe: second hwbpd while the first runs: {st:?}"
+                    ));
                 }
                 restart_check(&mut run, &mut hwbpd, &mut target);
                 target.exit();
