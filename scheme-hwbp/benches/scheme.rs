@@ -7,13 +7,17 @@
 //!    `handle_debug_exception` -> per-CPU `HitRing` -> hwbpd -> event ring)
 //!    to a reader taking 4,096 records per read, beside the kernel half
 //!    alone as the reference; allocations per hit counted;
-//! 3. one rotation tick with 10,000 flexible breakpoints.
+//! 3. one rotation tick with 10,000 flexible breakpoints;
+//! 4. (issue 12) hwbpd's bytes for one non-root uid under the worst
+//!    pattern found, against the bound of scheme-hwbp/README.md;
+//! 5. (issue 12) one user's hit-and-read with 0, 1,000 and 1,000,000
+//!    subscribed event streams of another client open.
 //!
 //! `cargo bench -p hwbpd --bench scheme`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hwbp_kern::abi::HitRecord;
@@ -26,20 +30,25 @@ use redox_scheme::scheme::SchemeSync;
 
 struct CountingAlloc;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed (the bench is single-threaded).
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: the caller's contract is forwarded as is.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         // SAFETY: the caller's contract is forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
         // SAFETY: the caller's contract is forwarded as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -178,7 +187,116 @@ fn rotation_tick(total: u64, per_task: u64, ticks: u64) -> f64 {
     per_op(t.elapsed(), ticks)
 }
 
+fn dup_events(s: &mut HwbpScheme<SimKernel>, fd: usize, pid: usize, uid: u32) -> Option<usize> {
+    let ctx = hwbpd::caller_ctx(pid, uid, uid);
+    match s.dup(fd, b"events", &ctx) {
+        Ok(OpenResult::ThisScheme { number, .. }) => {
+            s.fevent(number, syscall::flag::EVENT_READ, &ctx).unwrap();
+            Some(number)
+        }
+        _ => None,
+    }
+}
+
+/// The worst pattern found for one non-root uid (quota 64, ring=4096):
+/// three rounds of — open the whole quota, each breakpoint on a task of
+/// its own and split into 4 pieces; `STREAMS_PER_QUOTA` subscribed streams
+/// on each; fill every ring; close the breakpoint handles (the streams keep
+/// the state; the next round's opens are refused). Also tried: ring=1048576
+/// (EPERM), more streams (EMFILE). Returns (peak bytes, breakpoint states
+/// kept, streams held), the bytes beside what the server held before.
+fn worst_uid_bytes(ring: usize) -> (i64, usize, usize) {
+    const USER: u32 = 1000;
+    let quota = Config::default().user_quota;
+    let mut sim = SimKernel::new(2);
+    let tasks: Vec<(u32, u64)> = (0..quota * 3)
+        .map(|_| {
+            let pid = sim.spawn(USER);
+            (pid, sim.main_thread(pid).unwrap())
+        })
+        .collect();
+    let mut s = HwbpScheme::new(sim, Config::default());
+    let user_open = |s: &mut HwbpScheme<SimKernel>, pid: u32, path: &str| {
+        match s.openat(ROOT_HANDLE, path, 0, 0, &hwbpd::caller_ctx(pid as usize, USER, USER)) {
+            Ok(OpenResult::ThisScheme { number, .. }) => Some(number),
+            _ => None,
+        }
+    };
+    let start = LIVE.load(Ordering::Relaxed);
+    let mut peak = 0;
+    let mut streams = 0;
+    for round in 0..3 {
+        let mine = &tasks[round * quota..(round + 1) * quota];
+        let mut fds = Vec::new();
+        for (i, &(pid, _)) in mine.iter().enumerate() {
+            let addr = BASE + 0x100 * i as u64 + 1;
+            assert!(user_open(&mut s, pid, &format!("task/{pid}/mem:{addr:#x}/6:w?ring=1048576")).is_none());
+            if let Some(fd) = user_open(&mut s, pid, &format!("task/{pid}/mem:{addr:#x}/6:w?ring={ring}")) {
+                fds.push((fd, pid));
+            }
+        }
+        for &(fd, pid) in &fds {
+            for _ in 0..libhwbp::abi::STREAMS_PER_QUOTA {
+                streams += usize::from(dup_events(&mut s, fd, pid as usize, USER).is_some());
+            }
+        }
+        if let Some(&(fd, pid)) = fds.first() {
+            assert!(dup_events(&mut s, fd, pid as usize, USER).is_none(), "stream cap");
+        }
+        for (i, &(_, tid)) in mine.iter().enumerate() {
+            let addr = BASE + 0x100 * i as u64 + 1;
+            s.kernel_mut().switch((i % 2) as u32, Some(tid)).unwrap();
+            for _ in 0..ring {
+                s.kernel_mut().run(tid, MemAccess::write(addr, 1)).unwrap();
+            }
+            s.collect();
+        }
+        s.take_fevents();
+        peak = peak.max(LIVE.load(Ordering::Relaxed) - start);
+        for (fd, _) in fds {
+            s.on_close(fd);
+        }
+        peak = peak.max(LIVE.load(Ordering::Relaxed) - start);
+    }
+    (peak, s.breakpoint_count(), streams)
+}
+
+/// One user's hit-and-read (a write its breakpoint catches, then a
+/// non-blocking read of the record) with `elsewhere` subscribed streams of
+/// another client (root: no stream cap) open on its own breakpoint.
+/// Returns (median ns, fastest ns).
+fn hit_and_read_beside(elsewhere: usize, rounds: usize) -> (f64, f64) {
+    let mut sim = SimKernel::new(2);
+    let pid = sim.spawn(1000);
+    let tid = sim.main_thread(pid).unwrap();
+    sim.switch(0, Some(tid)).unwrap();
+    let other = sim.spawn(0);
+    let mut s = HwbpScheme::new(sim, Config::default());
+    let fd = open(&mut s, &format!("task/{pid}/mem:{BASE:#x}/8:w"));
+    let efd = dup_events(&mut s, fd, pid as usize, 1000).unwrap();
+    let rfd = open(&mut s, &format!("task/{other}/mem:{BASE:#x}/8:w"));
+    for _ in 0..elsewhere {
+        dup_events(&mut s, rfd, 1, ROOT).unwrap();
+    }
+    let ctx = hwbpd::caller_ctx(pid as usize, 1000, 1000);
+    let mut buf = [0u8; EVENT_RECORD_SIZE];
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        s.kernel_mut().run(tid, MemAccess::write(BASE, 8)).unwrap();
+        let n = s.read(efd, &mut buf, 0, syscall::flag::O_NONBLOCK as u32, &ctx).unwrap();
+        times.push(t.elapsed().as_nanos() as f64);
+        assert_eq!(n, EVENT_RECORD_SIZE);
+        black_box(s.take_fevents());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[rounds / 2], times[0])
+}
+
 fn main() {
+    if std::env::var("HWBP_BENCH_ONLY").is_ok_and(|v| v == "12") {
+        return issue_12();
+    }
     if let Ok(n) = std::env::var("HWBP_BENCH_SETUP") {
         for n in n.split(',').map(|n| n.parse::<u64>().unwrap()) {
             let (ns, own, setup) = open_close(n, 100);
@@ -213,5 +331,27 @@ fn main() {
     for (per_task, label) in [(10_000, "all on one task"), (100, "100 per task, 100 tasks"), (4, "4 per task, 2,500 tasks (nothing to rotate)")] {
         let ns = rotation_tick(10_000, per_task, 200);
         println!("   {label:<45} {:>9.3} us per tick", ns / 1e3);
+    }
+    issue_12();
+}
+
+fn issue_12() {
+    let quota = Config::default().user_quota;
+    println!("\n4. bytes hwbpd holds for one non-root uid, worst pattern (quota {quota}, 4 streams per breakpoint, rings full)");
+    for ring in [libhwbp::abi::USER_MAX_RING as usize, 1] {
+        let (peak, kept, streams) = worst_uid_bytes(ring);
+        let rings = quota * ring * EVENT_RECORD_SIZE;
+        let bound = hwbpd::usage::bytes_bound(quota, ring);
+        println!(
+            "   ring={ring:<5} peak {peak:>9} bytes = rings {rings:>9} + {:>5} per breakpoint; bound {bound:>9} ({kept} states kept, {streams} streams)",
+            (peak - rings as i64) / quota as i64
+        );
+    }
+
+    println!("\n5. one user's hit-and-read with another client's subscribed streams open");
+    println!("   streams elsewhere      median ns   fastest ns");
+    for elsewhere in [0, 1_000, 1_000_000] {
+        let (median, fastest) = hit_and_read_beside(elsewhere, 20_000);
+        println!("   {elsewhere:>17}   {median:>11.0}   {fastest:>10.0}");
     }
 }

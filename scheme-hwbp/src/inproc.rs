@@ -9,14 +9,14 @@
 //! it); run the simulated task and read again.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
 
 use libhwbp::Transport;
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
-use syscall::flag::O_NONBLOCK;
+use syscall::flag::{F_GETFL, F_SETFL, O_ACCMODE, O_NONBLOCK};
 
 use crate::kernel::{Kernel, Pid, Uid};
 use crate::scheme::{HwbpScheme, ROOT_HANDLE};
@@ -30,8 +30,9 @@ pub struct InProcess<K: Kernel = SimKernel> {
     scheme: SharedScheme<K>,
     pid: Pid,
     uid: Uid,
-    /// Handles with O_NONBLOCK set.
-    nonblock: Rc<RefCell<HashSet<usize>>>,
+    /// Each handle's file status flags, kept here as Redox's kernel keeps
+    /// them in the file description (and passed to every read and write).
+    flags: Rc<RefCell<HashMap<usize, usize>>>,
 }
 
 fn io_err(e: syscall::error::Error) -> io::Error {
@@ -46,12 +47,12 @@ impl<K: Kernel> InProcess<K> {
 
     /// A connection to an existing shared server.
     pub fn shared(scheme: SharedScheme<K>, pid: Pid, uid: Uid) -> Self {
-        InProcess { scheme, pid, uid, nonblock: Rc::new(RefCell::new(HashSet::new())) }
+        InProcess { scheme, pid, uid, flags: Rc::new(RefCell::new(HashMap::new())) }
     }
 
     /// Another caller of the same server.
     pub fn caller(&self, pid: Pid, uid: Uid) -> Self {
-        InProcess { scheme: self.scheme.clone(), pid, uid, nonblock: self.nonblock.clone() }
+        InProcess { scheme: self.scheme.clone(), pid, uid, flags: self.flags.clone() }
     }
 
     /// The server, e.g. to run the simulated kernel or a rotation tick.
@@ -69,7 +70,7 @@ impl<K: Kernel> InProcess<K> {
     }
 
     fn fcntl_flags(&self, h: usize) -> u32 {
-        if self.nonblock.borrow().contains(&h) { O_NONBLOCK as u32 } else { 0 }
+        self.flags.borrow().get(&h).copied().unwrap_or(0) as u32
     }
 
     fn number(r: OpenResult) -> io::Result<usize> {
@@ -87,9 +88,7 @@ impl<K: Kernel> Transport for InProcess<K> {
         let flags = if nonblock { O_NONBLOCK } else { 0 };
         let r = self.scheme.borrow_mut().openat(ROOT_HANDLE, path, flags, flags as u32, &self.ctx()).map_err(io_err)?;
         let h = Self::number(r)?;
-        if nonblock {
-            self.nonblock.borrow_mut().insert(h);
-        }
+        self.flags.borrow_mut().insert(h, flags);
         Ok(h)
     }
 
@@ -118,12 +117,15 @@ impl<K: Kernel> Transport for InProcess<K> {
         Ok(n)
     }
 
+    /// What relibc's `fcntl(F_GETFL)` + `fcntl(F_SETFL)` do on Redox: the
+    /// kernel asks the scheme first and changes the flags only if it agrees.
     fn set_nonblock(&self, h: usize, nonblock: bool) -> io::Result<()> {
-        if nonblock {
-            self.nonblock.borrow_mut().insert(h);
-        } else {
-            self.nonblock.borrow_mut().remove(&h);
-        }
+        let ctx = self.ctx();
+        self.scheme.borrow_mut().fcntl(h, F_GETFL, 0, &ctx).map_err(io_err)?;
+        let old = self.flags.borrow().get(&h).copied().unwrap_or(0);
+        let new = if nonblock { old | O_NONBLOCK } else { old & !O_NONBLOCK };
+        self.scheme.borrow_mut().fcntl(h, F_SETFL, new, &ctx).map_err(io_err)?;
+        self.flags.borrow_mut().insert(h, (old & O_ACCMODE) | (new & !O_ACCMODE));
         Ok(())
     }
 
@@ -132,7 +134,7 @@ impl<K: Kernel> Transport for InProcess<K> {
             log::warn!("hwbpd: close of unknown handle {h}: EBADF ({})", libhwbp::abi::errno::EBADF);
             return Err(io::Error::from_raw_os_error(libhwbp::abi::errno::EBADF));
         }
-        self.nonblock.borrow_mut().remove(&h);
+        self.flags.borrow_mut().remove(&h);
         self.scheme.borrow_mut().on_close(h);
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod scheme;
 pub mod sim;
 pub mod stream;
+pub mod usage;
 
 pub use inproc::InProcess;
 pub use kernel::{Kernel, KernelError, Pid, TaskInfo, Uid};

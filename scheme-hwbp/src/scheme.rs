@@ -7,7 +7,15 @@
 //! - the root (from `scheme_root`): `openat` a breakpoint path on it;
 //! - a breakpoint: `read` = one [`CountRecord`], `write` = one
 //!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd, "events")`;
-//! - an event stream: `read` = whole [`EventRecord`]s, `fevent`.
+//! - an event stream: `read` = whole [`EventRecord`]s, `fevent`;
+//! - any of them: `fcntl(F_GETFL/F_SETFL)` is agreed to (Redox's kernel
+//!   keeps the flags and passes them to each read as `fcntl_flags`).
+//!
+//! Limits (contract 7, `crate::usage`): a uid holds at most its quota of
+//! breakpoints — a closed one until its last stream closes — and 4 x that
+//! of streams; each breakpoint keeps its own stream list, so readiness
+//! work never depends on other clients' handles. Growth a client drives is
+//! reserved first and refused with ENOMEM rather than aborting.
 //!
 //! Every call that changes what is armed pushes the changed plans to the
 //! kernel before it returns (`close` disarms before it returns).
@@ -15,27 +23,29 @@
 //! Every refusal goes through `HwbpScheme::refuse`, which logs one line
 //! with the operation, the errno and why.
 
-use std::collections::HashMap;
+use std::collections::TryReserveError;
 use std::fmt;
 
 use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
 use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
-use hwbp_kern::piece::KERNEL_START;
+use hwbp_kern::piece::{KERNEL_START, USER_END};
 use hwbp_kern::{ContextPlan, CpuId};
-use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOSPC, EPERM, ESRCH};
+use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOMEM, ENOSPC, EPERM, ESRCH};
 use libhwbp::abi::{
-    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EventRecord,
-    OpenPath, Options, Target,
+    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EVENTS_MARK, EventRecord,
+    OpenPath, Options, ROOT_MAX_RING, STREAMS_PER_QUOTA, Target, USER_MAX_RING,
 };
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
+use rustc_hash::{FxHashMap, FxHashSet};
 use syscall::error::{EIO, EWOULDBLOCK, Error, Result};
-use syscall::flag::{EventFlags, MODE_FILE, O_NONBLOCK};
+use syscall::flag::{EventFlags, F_GETFL, F_SETFL, MODE_FILE, O_NONBLOCK};
 use syscall::schemev2::NewFdFlags;
 use syscall::{Stat, EVENT_READ};
 
 use crate::kernel::{Kernel, KernelError, Pid, Uid};
 use crate::stream::EventRing;
+use crate::usage::{OverCap, Usage};
 
 /// The handle number `scheme_root` returns.
 pub const ROOT_HANDLE: usize = 0;
@@ -84,8 +94,9 @@ struct Breakpoint {
     open: bool,
     /// The task exited: no more hits, the stream ends after the last record.
     ended: bool,
-    /// Event-stream handles open on it.
-    streams: usize,
+    /// Event-stream handles open on it: readiness for this breakpoint
+    /// walks these, never the handles of anyone else (contract 7).
+    streams: FxHashSet<usize>,
     /// Times frozen when the engine stopped tracking the breakpoint.
     final_times: Option<(u64, u64)>,
     /// (cpu, context, rip, timestamp) and token of the last record routed
@@ -93,6 +104,10 @@ struct Breakpoint {
     last_exception: Option<((CpuId, u64, u64, u64), u64)>,
     /// (enabled, running) at the last `reset`: reported times start there.
     times_base: (u64, u64),
+    /// The pieces the engine admitted (at open, or the last modify): kept
+    /// so that `fpath` still names them after the engine forgot a closed
+    /// breakpoint whose streams are open.
+    pieces: Vec<AdmittedPiece>,
 }
 
 impl Breakpoint {
@@ -113,9 +128,11 @@ pub struct HwbpScheme<K: Kernel> {
     kernel: K,
     engine: Engine,
     config: Config,
-    handles: HashMap<usize, Handle>,
+    handles: FxHashMap<usize, Handle>,
     next_handle: usize,
-    bps: HashMap<BpId, Breakpoint>,
+    bps: FxHashMap<BpId, Breakpoint>,
+    /// Breakpoints and streams each uid holds, against the caps.
+    usage: Usage,
     notices: Vec<FeventNotice>,
     hit_buf: Box<[HitRecord]>,
     exit_buf: Vec<Pid>,
@@ -132,6 +149,25 @@ struct Refusal {
 
 fn refusal(errno: i32, why: impl fmt::Display) -> Refusal {
     Refusal { errno, why: why.to_string() }
+}
+
+/// An allocation a client drove could not be made: the call is refused
+/// and nothing changed (hwbpd itself, and everyone else's breakpoints,
+/// carry on).
+fn out_of_memory(what: &str) -> impl FnOnce(TryReserveError) -> Refusal + '_ {
+    move |e| refusal(ENOMEM, format_args!("no memory for {what}: {e}"))
+}
+
+impl From<OverCap> for Refusal {
+    fn from(o: OverCap) -> Self {
+        match o {
+            OverCap::Breakpoints { held, quota } => refusal(
+                EMFILE,
+                format_args!("quota reached: {held} of {quota} breakpoints held (a closed one counts until its last stream closes)"),
+            ),
+            OverCap::Streams { held, cap } => refusal(EMFILE, format_args!("{held} of {cap} event streams held")),
+        }
+    }
 }
 
 impl From<EngineError> for Refusal {
@@ -158,6 +194,7 @@ fn errno_name(errno: i32) -> &'static str {
         EAGAIN => "EAGAIN",
         EINVAL => "EINVAL",
         EMFILE => "EMFILE",
+        ENOMEM => "ENOMEM",
         ENOSPC => "ENOSPC",
         EIO => "EIO",
         EWOULDBLOCK => "EWOULDBLOCK",
@@ -191,15 +228,17 @@ impl<K: Kernel> HwbpScheme<K> {
         });
         let now = kernel.now_ns();
         let kernel_cpus = kernel.cpu_count();
-        let mut handles = HashMap::new();
+        let mut handles = FxHashMap::default();
         handles.insert(ROOT_HANDLE, Handle::Root);
+        let usage = Usage::new(config.user_quota, STREAMS_PER_QUOTA);
         HwbpScheme {
             kernel,
             engine,
             config,
             handles,
             next_handle: ROOT_HANDLE + 1,
-            bps: HashMap::new(),
+            bps: FxHashMap::default(),
+            usage,
             notices: Vec::new(),
             hit_buf: vec![HitRecord::ZERO; HIT_BATCH].into_boxed_slice(),
             exit_buf: Vec::new(),
@@ -248,6 +287,17 @@ impl<K: Kernel> HwbpScheme<K> {
         Error::new(r.errno)
     }
 
+    /// Breakpoints and event streams `uid` holds (the caps' view).
+    pub fn held_by(&self, uid: Uid) -> crate::usage::Held {
+        self.usage.held(uid)
+    }
+
+    /// Bytes of event-ring storage held now, summed over every breakpoint.
+    pub fn ring_bytes(&self) -> usize {
+        self.bps.values().map(|b| b.ring.storage_bytes()).sum()
+    }
+
+    /// Insert a handle; the caller reserved room (`handles.try_reserve`).
     fn new_handle(&mut self, h: Handle) -> usize {
         let id = self.next_handle;
         self.next_handle += 1;
@@ -316,7 +366,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 continue;
             }
             let before = bp.ring.len();
-            bp.ring.push(EventRecord {
+            let pushed = bp.ring.push(EventRecord {
                 id,
                 ip: hit.rip,
                 addr: hit.addr,
@@ -326,22 +376,40 @@ impl<K: Kernel> HwbpScheme<K> {
                 timestamp_ns: hit.timestamp,
                 hit: bp.value,
             });
+            if pushed.is_err() {
+                // Counted in `lost`; one line per record would flood the log.
+                if bp.ring.lost().is_power_of_two() {
+                    log::warn!("hwbpd: breakpoint {id}: no memory to grow its ring: record dropped ({} lost)", bp.ring.lost());
+                }
+                continue;
+            }
             let wakeup = bp.path.options.wakeup.get() as usize;
-            if before < wakeup && bp.ring.len() >= wakeup && bp.streams > 0 {
-                Self::notify_streams(&self.handles, &mut self.notices, id);
+            if before < wakeup && bp.ring.len() >= wakeup {
+                Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
             }
         }
         routed
     }
 
-    fn notify_streams(handles: &HashMap<usize, Handle>, notices: &mut Vec<FeventNotice>, id: BpId) {
-        for (&handle, h) in handles {
-            if let Handle::Events { bp, subscribed } = h
-                && *bp == id
-                && subscribed.contains(EVENT_READ)
-            {
-                notices.push(FeventNotice { handle, flags: EVENT_READ });
+    /// Owe an EVENT_READ notice to every subscribed stream of breakpoint
+    /// `id`: work proportional to its own streams only.
+    fn notify_streams(
+        handles: &FxHashMap<usize, Handle>,
+        notices: &mut Vec<FeventNotice>,
+        id: BpId,
+        streams: &FxHashSet<usize>,
+    ) {
+        for &handle in streams {
+            let Some(Handle::Events { subscribed, .. }) = handles.get(&handle) else { continue };
+            if !subscribed.contains(EVENT_READ) {
+                continue;
             }
+            if notices.try_reserve(1).is_err() {
+                // The stream still reads as ready on its next fevent/read.
+                log::error!("hwbpd: breakpoint {id}: no memory to queue a readiness notice for handle {handle}");
+                return;
+            }
+            notices.push(FeventNotice { handle, flags: EVENT_READ });
         }
     }
 
@@ -354,10 +422,8 @@ impl<K: Kernel> HwbpScheme<K> {
             bp.final_times = times.or(bp.final_times);
             if !bp.ended {
                 bp.ended = true;
-                if bp.streams > 0 {
-                    // Readable: the stream ends (read returns 0 when empty).
-                    Self::notify_streams(&self.handles, &mut self.notices, id);
-                }
+                // Readable: the stream ends (read returns 0 when empty).
+                Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
             }
         }
         if let Err(e) = self.apply_changes(now) {
@@ -485,9 +551,16 @@ impl<K: Kernel> HwbpScheme<K> {
     fn request(&self, path: &OpenPath, scope: Scope, uid: Uid) -> std::result::Result<Request, Refusal> {
         let ev = &path.event;
         let o = &path.options;
-        let last = ev.addr().saturating_add(ev.len() - 1);
-        if uid != ROOT_UID && last >= KERNEL_START {
-            return Err(refusal(EPERM, format!("{:#x}..={last:#x} reaches kernel space: root only", ev.addr())));
+        let first = ev.addr();
+        // An `x` event watches one instruction address, whatever its length.
+        let last = if ev.access() == libhwbp::abi::Access::Exec { first } else { first.saturating_add(ev.len() - 1) };
+        // A range that touches the non-canonical hole can never be armed,
+        // whoever asks: EINVAL before any permission check (contract 7).
+        if !(last < USER_END || first >= KERNEL_START) {
+            return Err(refusal(EINVAL, format!("{first:#x}..={last:#x} is not canonical (or straddles user and kernel space)")));
+        }
+        if uid != ROOT_UID && first >= KERNEL_START {
+            return Err(refusal(EPERM, format!("{first:#x}..={last:#x} is kernel space: root only")));
         }
         if uid != ROOT_UID && o.kernel {
             return Err(refusal(EPERM, "the kernel option is root only"));
@@ -506,27 +579,47 @@ impl<K: Kernel> HwbpScheme<K> {
         })
     }
 
-    fn check_options(o: &Options) -> std::result::Result<(), Refusal> {
-        if o.wakeup.get() > u64::from(o.ring.get()) {
+    /// Options checks that need the owner: `wakeup` within `ring`, and
+    /// the ring caps that bound a uid's memory (contract 7).
+    fn check_options(o: &Options, uid: Uid) -> std::result::Result<(), Refusal> {
+        let ring = o.ring.get();
+        if o.wakeup.get() > u64::from(ring) {
             return Err(refusal(
                 EINVAL,
-                format!("wakeup={} is larger than ring={}: the stream would never be ready", o.wakeup, o.ring.get()),
+                format!("wakeup={} is larger than ring={ring}: the stream would never be ready", o.wakeup),
             ));
+        }
+        if uid != ROOT_UID && ring > USER_MAX_RING {
+            return Err(refusal(EPERM, format!("ring={ring} is above {USER_MAX_RING} records: root only")));
+        }
+        if ring > ROOT_MAX_RING {
+            return Err(refusal(EINVAL, format!("ring={ring} is above hwbpd's limit of {ROOT_MAX_RING} records")));
         }
         Ok(())
     }
 
     fn open_breakpoint(&mut self, path: &str, ctx: &CallerCtx) -> std::result::Result<usize, Refusal> {
         let mut parsed = OpenPath::parse(path).map_err(|e| refusal(e.errno(), e))?;
-        Self::check_options(&parsed.options)?;
+        Self::check_options(&parsed.options, ctx.uid)?;
+        // Exits first: a pid that exited and was reused must be seen as the
+        // new process (its uid checked afresh), and the old process's
+        // breakpoints ended, before this open makes the engine replan the
+        // pid — else an old handle's watch is armed in the new process.
+        self.collect();
         let scope = self.resolve_scope(parsed.target, ctx)?;
         let req = self.request(&parsed, scope, ctx.uid)?;
+        self.usage.check_breakpoint(ctx.uid)?;
+        // Room first, so nothing below fails half-way for want of memory.
+        self.bps.try_reserve(1).map_err(out_of_memory("the breakpoint table"))?;
+        self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
+        self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
         let now = self.kernel.now_ns();
         let id = self.engine.open(&req, ctx.uid, now)?;
         if let Target::SelfTask = parsed.target {
             parsed.target = Target::Task(ctx.pid as u64);
         }
         let options = parsed.options;
+        let pieces = self.engine_pieces(id);
         self.bps.insert(
             id,
             Breakpoint {
@@ -537,12 +630,14 @@ impl<K: Kernel> HwbpScheme<K> {
                 ring: EventRing::new(options.ring.get() as usize),
                 open: true,
                 ended: false,
-                streams: 0,
+                streams: FxHashSet::default(),
                 final_times: None,
                 last_exception: None,
                 times_base: (0, 0),
+                pieces,
             },
         );
+        self.usage.add_breakpoint(ctx.uid);
         if let Err(e) = self.apply_changes(now) {
             // Nothing the caller did: undo the open.
             self.close_breakpoint(id);
@@ -600,7 +695,7 @@ impl<K: Kernel> HwbpScheme<K> {
             Command::Modify { event, options: new_options } => {
                 let old = bp.path;
                 let options = new_options.unwrap_or(old.options);
-                Self::check_options(&options)?;
+                Self::check_options(&options, bp.owner)?;
                 let new_path = OpenPath { target: old.target, event, options };
                 // The handle is the capability: the target was checked at
                 // open; the new address is checked against the opener's uid.
@@ -611,8 +706,10 @@ impl<K: Kernel> HwbpScheme<K> {
                 req.disabled = !enabled;
                 // The engine keeps the old breakpoint armed if this fails.
                 self.engine.modify(id, &req, now)?;
+                let pieces = self.engine_pieces(id);
                 if let Some(bp) = self.bps.get_mut(&id) {
                     bp.path = new_path;
+                    bp.pieces = pieces;
                     bp.enabled = enabled;
                     bp.ring.resize(options.ring.get() as usize);
                 }
@@ -639,17 +736,50 @@ impl<K: Kernel> HwbpScheme<K> {
             bp.open = false;
             bp.final_times = times.or(bp.final_times);
         }
-        if bp.streams == 0 {
-            self.bps.remove(&id);
+        if bp.streams.is_empty() {
+            self.forget(id);
         } else {
-            Self::notify_streams(&self.handles, &mut self.notices, id);
+            // Its streams end once read empty; the state stays until then.
+            Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
         }
     }
 
-    fn admitted_path(&self, id: BpId) -> Option<String> {
-        let bp = self.bps.get(&id)?;
-        let pieces: Vec<AdmittedPiece> = self
-            .engine
+    /// The last handle of breakpoint `id` is gone: free its state and give
+    /// its owner's quota slot back.
+    fn forget(&mut self, id: BpId) {
+        if let Some(bp) = self.bps.remove(&id) {
+            self.usage.remove_breakpoint(bp.owner);
+        }
+    }
+
+    fn open_stream(&mut self, bp_id: BpId) -> std::result::Result<usize, Refusal> {
+        let bp = self.bps.get_mut(&bp_id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
+        let owner = bp.owner;
+        self.usage.check_stream(owner)?;
+        bp.streams.try_reserve(1).map_err(out_of_memory("the breakpoint's stream list"))?;
+        self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
+        self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
+        let number = self.new_handle(Handle::Events { bp: bp_id, subscribed: EventFlags::empty() });
+        if let Some(bp) = self.bps.get_mut(&bp_id) {
+            bp.streams.insert(number);
+        }
+        self.usage.add_stream(owner);
+        Ok(number)
+    }
+
+    fn close_stream(&mut self, handle: usize, bp_id: BpId) {
+        let Some(bp) = self.bps.get_mut(&bp_id) else { return };
+        bp.streams.remove(&handle);
+        let (owner, last) = (bp.owner, bp.streams.is_empty() && !bp.open);
+        self.usage.remove_stream(owner);
+        if last {
+            self.forget(bp_id);
+        }
+    }
+
+    /// The pieces the engine armed for `id`, as the admitted path lists them.
+    fn engine_pieces(&self, id: BpId) -> Vec<AdmittedPiece> {
+        self.engine
             .pieces(id)
             .unwrap_or(&[])
             .iter()
@@ -658,8 +788,12 @@ impl<K: Kernel> HwbpScheme<K> {
                 let len = if p.access() == hwbp_kern::Access::Exec { libhwbp::abi::event::EXEC_LEN } else { p.len().bytes() };
                 AdmittedPiece::new(p.addr(), len, access)
             })
-            .collect();
-        Some(format!("{}{}", libhwbp::abi::SCHEME_PREFIX, bp.path.with_pieces(&pieces)))
+            .collect()
+    }
+
+    fn admitted_path(&self, id: BpId) -> Option<String> {
+        let bp = self.bps.get(&id)?;
+        Some(format!("{}{}", libhwbp::abi::SCHEME_PREFIX, bp.path.with_pieces(&bp.pieces)))
     }
 
     // ---- event streams -------------------------------------------------
@@ -752,11 +886,10 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         if buf != EVENTS_DUP_NAME.as_bytes() {
             return Err(self.refuse(op, refusal(EINVAL, format!("unknown dup name (want {EVENTS_DUP_NAME:?})"))));
         }
-        if let Some(b) = self.bps.get_mut(&bp) {
-            b.streams += 1;
+        match self.open_stream(bp) {
+            Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() }),
+            Err(r) => Err(self.refuse(op, r)),
         }
-        let number = self.new_handle(Handle::Events { bp, subscribed: EventFlags::empty() });
-        Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() })
     }
 
     fn read(&mut self, id: usize, buf: &mut [u8], _offset: u64, fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
@@ -816,15 +949,32 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         Ok(self.stream_readiness(bp) & flags)
     }
 
+    /// Redox's kernel forwards `fcntl` to the scheme and changes the file
+    /// description's flags only if the scheme answers Ok; it then passes
+    /// them to every `read` and `write` as `fcntl_flags`. hwbpd keeps no
+    /// flags of its own (a read honours the O_NONBLOCK it is given), so it
+    /// agrees to any F_GETFL/F_SETFL on a handle it knows, as pipes do.
+    fn fcntl(&mut self, id: usize, cmd: usize, arg: usize, ctx: &CallerCtx) -> Result<usize> {
+        let op = format_args!("fcntl({cmd}, {arg:#x}) on handle {id} by pid {}", ctx.pid);
+        if !self.handles.contains_key(&id) {
+            return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}"))));
+        }
+        match cmd {
+            F_GETFL | F_SETFL => Ok(0),
+            _ => Err(self.refuse(op, refusal(EINVAL, "only F_GETFL and F_SETFL reach a scheme"))),
+        }
+    }
+
     fn fpath(&mut self, id: usize, buf: &mut [u8], ctx: &CallerCtx) -> Result<usize> {
         let op = format_args!("fpath of handle {id} by pid {}", ctx.pid);
         let path = match self.handle(id) {
             Some(Handle::Root) => libhwbp::abi::SCHEME_PREFIX.to_string(),
             Some(Handle::Breakpoint(bp)) => self.admitted_path(*bp).unwrap_or_default(),
             Some(Handle::Events { bp, .. }) => {
+                // The stream's path: its breakpoint's, as dup named it. A
+                // stream keeps its breakpoint's state, so this always parses.
                 let p = self.admitted_path(*bp).unwrap_or_default();
-                // The stream's path: its breakpoint's, as dup named it.
-                format!("{p}#{EVENTS_DUP_NAME}")
+                format!("{p}{EVENTS_MARK}")
             }
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
@@ -854,14 +1004,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 self.handles.insert(id, Handle::Root);
             }
             Some(Handle::Breakpoint(bp)) => self.close_breakpoint(bp),
-            Some(Handle::Events { bp, .. }) => {
-                if let Some(b) = self.bps.get_mut(&bp) {
-                    b.streams = b.streams.saturating_sub(1);
-                    if b.streams == 0 && !b.open {
-                        self.bps.remove(&bp);
-                    }
-                }
-            }
+            Some(Handle::Events { bp, .. }) => self.close_stream(id, bp),
             None => log::warn!("hwbpd: close of unknown handle {id}: EBADF ({EBADF})"),
         }
     }

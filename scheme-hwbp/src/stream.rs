@@ -8,9 +8,13 @@ use libhwbp::abi::{EventRecord, EVENT_RECORD_SIZE};
 /// A bounded queue of hit records that drops the *oldest* record when full
 /// and counts what it dropped.
 ///
-/// Invariant: `records.len() <= capacity`. Storage grows on demand (an
-/// idle breakpoint costs no ring memory) and never past what `capacity`
-/// records need, so once a ring has filled, pushing never allocates.
+/// Invariant: `records.len() <= capacity`, and the storage never holds
+/// more than `capacity` records (growth doubles but is clamped to it), so
+/// a ring costs at most `capacity x EVENT_RECORD_SIZE` bytes of storage.
+/// Storage grows on demand (an idle breakpoint costs no ring memory) and is
+/// given back when a read empties the ring, so a burst does not pin memory
+/// for the life of the breakpoint; once a ring has filled, pushing never
+/// allocates.
 #[derive(Debug)]
 pub struct EventRing {
     records: VecDeque<EventRecord>,
@@ -18,19 +22,47 @@ pub struct EventRing {
     lost: u64,
 }
 
+/// Storage a ring keeps after a read empties it: small enough to be
+/// nothing per breakpoint, large enough that a trickle of hits read one by
+/// one does not allocate each time.
+pub const KEPT_RECORDS: usize = 16;
+
+/// The first allocation of a ring that grows.
+const FIRST_RECORDS: usize = 8;
+
+/// A record could not be stored because memory ran out; it was counted in
+/// `lost` instead.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordDropped;
+
 impl EventRing {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         EventRing { records: VecDeque::new(), capacity, lost: 0 }
     }
 
-    pub fn push(&mut self, record: EventRecord) {
+    /// Queue `record`, dropping the oldest when full. If the storage must
+    /// grow and the allocation fails, the record is dropped and counted in
+    /// `lost` (a hit is never refused: it already happened).
+    pub fn push(&mut self, record: EventRecord) -> Result<(), RecordDropped> {
         if self.records.len() == self.capacity {
             self.records.pop_front();
             self.lost = self.lost.saturating_add(1);
+        } else if self.records.len() == self.records.capacity() {
+            let want = (self.records.capacity() * 2).max(FIRST_RECORDS).min(self.capacity);
+            if self.records.try_reserve_exact(want - self.records.len()).is_err() {
+                self.lost = self.lost.saturating_add(1);
+                return Err(RecordDropped);
+            }
         }
         self.records.push_back(record);
         debug_assert!(self.records.len() <= self.capacity);
+        Ok(())
+    }
+
+    /// Bytes of record storage this ring holds now.
+    pub fn storage_bytes(&self) -> usize {
+        self.records.capacity() * core::mem::size_of::<EventRecord>()
     }
 
     /// Change the capacity; records that no longer fit are dropped, oldest
@@ -41,14 +73,15 @@ impl EventRing {
             self.records.pop_front();
             self.lost = self.lost.saturating_add(1);
         }
-        if capacity < self.capacity {
-            self.records.shrink_to(capacity);
+        if capacity < self.records.capacity() {
+            self.release(capacity);
         }
         self.capacity = capacity;
     }
 
     /// Move as many whole records as fit into `out`, oldest first; returns
-    /// the bytes written.
+    /// the bytes written. A read that empties the ring gives its storage
+    /// back, but for [`KEPT_RECORDS`].
     pub fn read_into(&mut self, out: &mut [u8]) -> usize {
         let mut written = 0;
         for chunk in out.chunks_exact_mut(EVENT_RECORD_SIZE) {
@@ -56,7 +89,27 @@ impl EventRing {
             chunk.copy_from_slice(&r.to_bytes());
             written += EVENT_RECORD_SIZE;
         }
+        if self.records.is_empty() && self.records.capacity() > KEPT_RECORDS {
+            self.release(KEPT_RECORDS);
+        }
         written
+    }
+
+    /// Keep at most `keep` records of storage. The records that fit are
+    /// moved into new storage; should that allocation fail, the old
+    /// storage is kept (never an abort, and never more than `capacity`).
+    fn release(&mut self, keep: usize) {
+        debug_assert!(self.records.len() <= keep);
+        if self.records.is_empty() {
+            // Freeing, then allocating lazily on the next push.
+            self.records = VecDeque::new();
+            return;
+        }
+        let mut smaller = VecDeque::new();
+        if smaller.try_reserve_exact(keep).is_ok() {
+            smaller.extend(self.records.drain(..));
+            self.records = smaller;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -89,11 +142,30 @@ mod tests {
         EventRecord { hit, ..EventRecord::default() }
     }
 
+    fn push(ring: &mut EventRing, hit: u64) {
+        ring.push(rec(hit)).unwrap();
+    }
+
+    #[test]
+    fn storage_never_exceeds_the_capacity_and_is_given_back_when_read_empty() {
+        let mut ring = EventRing::new(1000);
+        for hit in 1..=5000 {
+            push(&mut ring, hit);
+            assert!(ring.storage_bytes() <= 1000 * EVENT_RECORD_SIZE, "at hit {hit}");
+        }
+        assert_eq!(ring.len(), 1000);
+        let mut buf = vec![0u8; EVENT_RECORD_SIZE * 1000];
+        assert_eq!(ring.read_into(&mut buf), buf.len());
+        assert!(ring.storage_bytes() <= KEPT_RECORDS * EVENT_RECORD_SIZE, "{}", ring.storage_bytes());
+        push(&mut ring, 1);
+        assert_eq!(ring.len(), 1, "still usable");
+    }
+
     #[test]
     fn a_full_ring_drops_the_oldest_and_counts_it() {
         let mut ring = EventRing::new(3);
         for hit in 1..=5 {
-            ring.push(rec(hit));
+            push(&mut ring, hit);
         }
         assert_eq!(ring.lost(), 2);
         let mut buf = [0u8; EVENT_RECORD_SIZE * 8];
@@ -105,8 +177,8 @@ mod tests {
     #[test]
     fn reading_takes_only_whole_records() {
         let mut ring = EventRing::new(4);
-        ring.push(rec(1));
-        ring.push(rec(2));
+        push(&mut ring, 1);
+        push(&mut ring, 2);
         let mut buf = [0u8; EVENT_RECORD_SIZE + 10];
         assert_eq!(ring.read_into(&mut buf), EVENT_RECORD_SIZE);
         assert_eq!(ring.len(), 1);
@@ -116,7 +188,7 @@ mod tests {
     fn shrinking_drops_the_oldest() {
         let mut ring = EventRing::new(4);
         for hit in 1..=4 {
-            ring.push(rec(hit));
+            push(&mut ring, hit);
         }
         ring.resize(2);
         assert_eq!((ring.len(), ring.lost(), ring.capacity()), (2, 2, 2));

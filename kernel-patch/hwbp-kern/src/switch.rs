@@ -81,14 +81,22 @@ impl CpuDebugState {
     pub fn reset<R: DebugRegs>(&mut self, regs: &mut R) {
         regs.write_dr7(dr7::DISARMED);
         regs.write_dr6(crate::dr6::CLEAR);
-        self.hw_dr7 = dr7::DISARMED;
-        self.loaded = Composition::EMPTY;
-        self.loaded_stamp = 0;
-        self.plan_dirty = !self.plan.is_empty();
+        self.forget_loaded();
     }
 
     pub const fn cpu(&self) -> CpuId {
         self.cpu
+    }
+
+    /// The hardware was disarmed behind the mirror's back (DR7 = 0: the #DB
+    /// entry clears it, and a path that leaves without putting it back
+    /// calls this). The next switch or reload composes afresh and writes
+    /// every register it needs.
+    pub fn forget_loaded(&mut self) {
+        self.hw_dr7 = dr7::DISARMED;
+        self.loaded = Composition::EMPTY;
+        self.loaded_stamp = 0;
+        self.plan_dirty = !self.plan.is_empty();
     }
 
     pub const fn plan(&self) -> &CpuPlan {
@@ -430,5 +438,21 @@ mod tests {
         assert!(cpu.loaded().is_empty());
         cpu.switch_to(&mut regs, None);
         assert_eq!(cpu.loaded().used_slots(), 0b0001);
+    }
+
+    #[test]
+    fn after_the_hardware_was_disarmed_behind_its_back_the_same_plan_is_loaded_again() {
+        let (mut cpu, mut regs) = setup();
+        let a = ctx(&[0x1000]);
+        cpu.switch_to(&mut regs, Some(&a));
+        let armed = regs.inner.dr7;
+        // What the #DB entry does when it leaves without restoring DR7.
+        regs.inner.dr7 = 0;
+        cpu.forget_loaded();
+        assert_eq!(cpu.dr7(), 0);
+        writes_of(&mut regs);
+        cpu.switch_to(&mut regs, Some(&a));
+        assert_eq!(regs.inner.dr7, armed, "the same plan must be written again, not skipped as unchanged");
+        assert_eq!(writes_of(&mut regs).dr7, 1);
     }
 }

@@ -10,7 +10,8 @@
 use core::fmt;
 
 use super::event::MemEvent;
-use super::path::{parse_event_and_options, Options, PathError};
+use super::error::PathError;
+use super::path::{parse_event_and_options, Options};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {

@@ -17,9 +17,11 @@ pub const ESRCH: i32 = 3;
 pub const EBADF: i32 = 9;
 /// Nothing to read without blocking (O_NONBLOCK event stream).
 pub const EAGAIN: i32 = 11;
+/// hwbpd could not allocate what the call needed; nothing changed.
+pub const ENOMEM: i32 = 12;
 /// Malformed path, event, option, length, alignment, access or command.
 pub const EINVAL: i32 = 22;
-/// Per-user quota of open breakpoints reached.
+/// Per-user quota reached: open breakpoints, or event streams (contract 7).
 pub const EMFILE: i32 = 24;
 /// A pinned breakpoint cannot fit in the debug registers.
 pub const ENOSPC: i32 = 28;
@@ -46,10 +48,12 @@ pub enum ErrorKind {
     WouldBlock,
     /// EBADF.
     BadHandle,
+    /// ENOMEM.
+    OutOfMemory,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Invalid,
         ErrorKind::NoSpace,
         ErrorKind::NotPermitted,
@@ -57,6 +61,7 @@ impl ErrorKind {
         ErrorKind::QuotaReached,
         ErrorKind::WouldBlock,
         ErrorKind::BadHandle,
+        ErrorKind::OutOfMemory,
     ];
 
     /// The errno hwbpd returns for this kind.
@@ -69,6 +74,7 @@ impl ErrorKind {
             ErrorKind::QuotaReached => EMFILE,
             ErrorKind::WouldBlock => EAGAIN,
             ErrorKind::BadHandle => EBADF,
+            ErrorKind::OutOfMemory => ENOMEM,
         }
     }
 
@@ -82,6 +88,7 @@ impl ErrorKind {
             EMFILE => ErrorKind::QuotaReached,
             EAGAIN | EWOULDBLOCK_REDOX => ErrorKind::WouldBlock,
             EBADF => ErrorKind::BadHandle,
+            ENOMEM => ErrorKind::OutOfMemory,
             _ => return None,
         })
     }
@@ -93,9 +100,10 @@ impl ErrorKind {
             ErrorKind::NoSpace => "a pinned breakpoint cannot fit in the debug registers",
             ErrorKind::NotPermitted => "not allowed (target, cpu-wide, kernel address or option without root)",
             ErrorKind::NoSuchTarget => "no such task or CPU",
-            ErrorKind::QuotaReached => "per-user quota of open breakpoints reached",
+            ErrorKind::QuotaReached => "per-user quota of open breakpoints or event streams reached",
             ErrorKind::WouldBlock => "nothing to read without blocking",
             ErrorKind::BadHandle => "unknown handle",
+            ErrorKind::OutOfMemory => "hwbpd could not allocate what the call needed",
         }
     }
 
@@ -141,6 +149,7 @@ mod tests {
         assert_eq!(EINVAL, libc::EINVAL);
         assert_eq!(EMFILE, libc::EMFILE);
         assert_eq!(ENOSPC, libc::ENOSPC);
+        assert_eq!(ENOMEM, libc::ENOMEM);
     }
 
     #[test]

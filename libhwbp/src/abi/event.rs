@@ -20,7 +20,7 @@
 
 use core::fmt;
 
-use super::path::PathError;
+use super::error::PathError;
 
 /// Length of an execute breakpoint, as perf spells it (sizeof(long)).
 pub const EXEC_LEN: u64 = 8;

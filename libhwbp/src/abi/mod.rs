@@ -4,12 +4,14 @@
 //!
 //! - [`path`]: the open path grammar, options, the admitted (`fpath`) form;
 //! - [`event`]: perf's `mem:<addr>[/<len>][:<access>]`;
+//! - [`error`]: why a path, event, option or command is refused (EINVAL);
 //! - [`record`]: the count record and the hit record (byte layouts);
 //! - [`command`]: what is written to a breakpoint handle;
 //! - [`errno`]: the error numbers and what each means.
 
 pub mod command;
 pub mod errno;
+pub mod error;
 pub mod event;
 pub mod path;
 pub mod record;
@@ -19,7 +21,7 @@ pub use errno::ErrorKind;
 pub use event::{format_mem_event, parse_mem_event, Access, MemEvent};
 pub use path::{
     strip_scheme_prefix, AdmittedPath, AdmittedPiece, OpenPath, Options, PathError, RingSize, Target,
-    DEFAULT_RING, MAX_RING, SCHEME_PREFIX,
+    DEFAULT_RING, EVENTS_MARK, MAX_RING, SCHEME_PREFIX,
 };
 pub use record::{CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_RECORD_SIZE};
 
@@ -28,6 +30,14 @@ pub const EVENTS_DUP_NAME: &str = "events";
 /// Open breakpoints a non-root user may hold unless hwbpd is configured
 /// otherwise (contract section 3).
 pub const DEFAULT_USER_QUOTA: usize = 64;
+/// The largest `ring=` a non-root user may ask for (larger: EPERM).
+/// Contract section 7: it bounds hwbpd's memory per uid.
+pub const USER_MAX_RING: u32 = 4096;
+/// The largest `ring=` hwbpd accepts from root (larger: EINVAL).
+pub const ROOT_MAX_RING: u32 = 65536;
+/// Event streams a uid may hold per breakpoint of its quota (EMFILE past
+/// `STREAMS_PER_QUOTA x quota`; contract section 7).
+pub const STREAMS_PER_QUOTA: usize = 4;
 /// Debug address registers per CPU on x86.
 pub const SLOTS_PER_CPU: usize = 4;
 

@@ -24,6 +24,7 @@
 use core::fmt;
 use core::num::{NonZeroU32, NonZeroU64};
 
+pub use super::error::PathError;
 use super::event::{parse_decimal, Access, MemEvent};
 
 /// The prefix of every hwbp path in the Redox namespace.
@@ -34,107 +35,6 @@ pub const DEFAULT_RING: u32 = 1024;
 pub const MAX_RING: u32 = 1 << 20;
 /// Separator between an open path and its admitted pieces.
 pub const PIECES_MARK: &str = "#pieces=";
-
-/// Why a path, event, option or command was refused. Every variant maps to
-/// EINVAL ([`PathError::errno`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PathError {
-    /// Empty path.
-    Empty,
-    /// The target is not `task/..`, `cpu/..` or `self`.
-    UnknownTarget,
-    /// The pid is not a decimal number.
-    BadPid,
-    /// The CPU is not a decimal number (or `all` where allowed).
-    BadCpu,
-    /// The event does not start with `mem:`.
-    NotMemEvent,
-    BadAddress,
-    BadLength,
-    ZeroLength,
-    /// An `x` event with a length other than 8.
-    ExecLength,
-    /// `addr + len` passes the end of the address space.
-    RangeOverflow,
-    /// Access letters that are not a set of r, w, x.
-    BadAccess,
-    /// `r` alone: x86 has no read-only watch.
-    ReadOnlyAccess,
-    /// `x` together with `r` or `w`.
-    ExecWithData,
-    /// `?` or `&` with nothing after it.
-    EmptyOption,
-    UnknownOption(String),
-    DuplicateOption(&'static str),
-    /// A flag option given a value (`pinned=1`).
-    UnexpectedValue(&'static str),
-    /// A valued option without `=<n>`, or n not a decimal number.
-    BadOptionValue(&'static str),
-    /// n outside the option's range.
-    OptionOutOfRange { option: &'static str, min: u64, max: u64 },
-    /// Characters after a complete path or command.
-    TrailingJunk,
-    /// A malformed `#pieces=` list in an admitted path.
-    BadPieces,
-    /// A write that is not valid UTF-8.
-    NotUtf8,
-    /// An unknown command word.
-    UnknownCommand(String),
-    /// `modify` without an event.
-    MissingEvent,
-}
-
-impl PathError {
-    /// Always EINVAL: every malformed input is an invalid argument.
-    pub const fn errno(&self) -> i32 {
-        super::errno::EINVAL
-    }
-
-    pub const fn kind(&self) -> super::errno::ErrorKind {
-        super::errno::ErrorKind::Invalid
-    }
-}
-
-impl fmt::Display for PathError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PathError::Empty => f.write_str("empty path"),
-            PathError::UnknownTarget => f.write_str("unknown target (want task/<pid>, task/<pid>/cpu/<n>, cpu/<n>, cpu/all or self)"),
-            PathError::BadPid => f.write_str("pid is not a decimal number"),
-            PathError::BadCpu => f.write_str("cpu is not a decimal number"),
-            PathError::NotMemEvent => f.write_str("event must be mem:<addr>[/<len>][:<access>]"),
-            PathError::BadAddress => f.write_str("address is not a 0x-hex or decimal u64"),
-            PathError::BadLength => f.write_str("length is not a 0x-hex or decimal u64"),
-            PathError::ZeroLength => f.write_str("length must be at least 1"),
-            PathError::ExecLength => f.write_str("an x breakpoint has length 8 (one instruction address)"),
-            PathError::RangeOverflow => f.write_str("address + length passes the end of the address space"),
-            PathError::BadAccess => f.write_str("access must be w, rw or x"),
-            PathError::ReadOnlyAccess => f.write_str("x86 has no read-only watchpoint: use rw"),
-            PathError::ExecWithData => f.write_str("x cannot be combined with r or w"),
-            PathError::EmptyOption => f.write_str("empty option"),
-            PathError::UnknownOption(o) => write!(f, "unknown option {o:?}"),
-            PathError::DuplicateOption(o) => write!(f, "option {o} given twice"),
-            PathError::UnexpectedValue(o) => write!(f, "option {o} takes no value"),
-            PathError::BadOptionValue(o) => write!(f, "option {o} needs =<decimal number>"),
-            PathError::OptionOutOfRange { option, min, max } => {
-                write!(f, "option {option} must be in {min}..={max}")
-            }
-            PathError::TrailingJunk => f.write_str("unexpected characters after the path"),
-            PathError::BadPieces => f.write_str("malformed #pieces= list"),
-            PathError::NotUtf8 => f.write_str("not UTF-8"),
-            PathError::UnknownCommand(c) => write!(f, "unknown command {c:?} (want enable, disable, reset, modify <event>)"),
-            PathError::MissingEvent => f.write_str("modify needs an event"),
-        }
-    }
-}
-
-impl std::error::Error for PathError {}
-
-impl From<PathError> for std::io::Error {
-    fn from(e: PathError) -> Self {
-        std::io::Error::from_raw_os_error(e.errno())
-    }
-}
 
 /// Whose accesses a breakpoint watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,7 +72,7 @@ impl Target {
         }
         if let Some(rest) = s.strip_prefix("task/") {
             let (pid, rest) = rest.split_once('/').ok_or(PathError::NotMemEvent)?;
-            let pid = parse_decimal(pid).ok_or(PathError::BadPid)?;
+            let pid = parse_id(pid).ok_or(PathError::BadPid)?;
             if let Some(rest) = rest.strip_prefix("cpu/") {
                 let (n, rest) = rest.split_once('/').ok_or(PathError::NotMemEvent)?;
                 return Ok((Target::TaskOnCpu { pid, cpu: parse_cpu(n)? }, rest));
@@ -184,7 +84,18 @@ impl Target {
 }
 
 fn parse_cpu(s: &str) -> Result<u32, PathError> {
-    parse_decimal(s).and_then(|n| u32::try_from(n).ok()).ok_or(PathError::BadCpu)
+    parse_id(s).map(|n| u32::try_from(n).unwrap_or(u32::MAX)).ok_or(PathError::BadCpu)
+}
+
+/// A task or CPU id: decimal digits only. An id too large for its type is
+/// well-formed and names nothing that exists, so it becomes the type's
+/// largest value, which no task or CPU has: the server answers ESRCH, not
+/// EINVAL (contract section 7), however many digits were given.
+fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 impl fmt::Display for Target {
@@ -497,6 +408,20 @@ impl AdmittedPath {
         Ok(AdmittedPath { path, pieces })
     }
 }
+
+impl AdmittedPath {
+    /// Parse an event stream's `fpath`: its breakpoint's admitted path,
+    /// then `#events` (the name `dup` was given). hwbpd keeps the pieces a
+    /// breakpoint was admitted with, so this parses even after the
+    /// breakpoint handle was closed.
+    pub fn parse_stream(s: &str) -> Result<AdmittedPath, PathError> {
+        let admitted = s.strip_suffix(EVENTS_MARK).ok_or(PathError::BadPieces)?;
+        AdmittedPath::parse(admitted)
+    }
+}
+
+/// What an event stream's `fpath` adds to its breakpoint's admitted path.
+pub const EVENTS_MARK: &str = "#events";
 
 impl fmt::Display for AdmittedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

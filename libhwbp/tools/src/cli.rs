@@ -1,8 +1,8 @@
 //! `hwbp`: perf-like `stat` and `record` for hardware watchpoints.
 //!
 //! ```text
-//! hwbp stat   -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--pinned] [--duration-ms N]
-//! hwbp record -e mem:0x1000/4:w          (-p PID | -C CPU | -a) [--period N] [--duration-ms N]
+//! hwbp stat   -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--pinned] [--duration-ms N] [--ready-file F]
+//! hwbp record -e mem:0x1000/4:w          (-p PID | -C CPU | -a) [--period N] [--ring N] [--duration-ms N] [--ready-file F]
 //! ```
 //! On Redox they talk to `/scheme/hwbp`. On the host, `--sim` runs them
 //! against an in-process hwbpd on the simulated kernel, with a simulated
@@ -11,7 +11,8 @@
 use std::fmt::Write as _;
 
 use clap::{Args, Parser, Subcommand};
-use libhwbp::abi::{parse_mem_event, CountRecord, EventRecord, OpenPath, Options, PathError, Target};
+use libhwbp::abi::errno::ErrorKind;
+use libhwbp::abi::{parse_mem_event, Access, CountRecord, EventRecord, MemEvent, OpenPath, Options, PathError, Target};
 use libhwbp::{Breakpoint, Transport};
 
 #[derive(Parser, Debug)]
@@ -47,6 +48,10 @@ pub struct TargetArgs {
     /// with a simulated task as the target.
     #[arg(long)]
     pub sim: bool,
+    /// Create this (empty) file once every breakpoint is open, before
+    /// watching (e.g. `hwbp-target --go-file` waits for it).
+    #[arg(long = "ready-file")]
+    pub ready_file: Option<String>,
     /// With --sim: stores the simulated task makes to each watched address.
     #[arg(long = "sim-stores", default_value_t = 1000)]
     pub sim_stores: u64,
@@ -102,11 +107,98 @@ pub fn stat_paths(events: &[String], target: Target, pinned: bool) -> Result<Vec
         .collect()
 }
 
-/// Open every path, let `wait` run, then read every count.
-pub fn stat<T: Transport + Clone>(t: T, paths: &[OpenPath], wait: impl FnOnce()) -> libhwbp::Result<Vec<(OpenPath, CountRecord)>> {
-    let handles = paths.iter().map(|p| Breakpoint::from_path(p).open(t.clone())).collect::<Result<Vec<_>, _>>()?;
+/// Open every path, let `wait` run, then read every count. A failed open
+/// says which event and why ([`explain_open_error`]).
+pub fn stat<T: Transport + Clone>(t: T, paths: &[OpenPath], wait: impl FnOnce()) -> Result<Vec<(OpenPath, CountRecord)>, String> {
+    let handles = paths.iter().map(|p| open_explained(&t, p)).collect::<Result<Vec<_>, _>>()?;
     wait();
-    handles.iter().map(|h| Ok((*h.requested_path(), h.read_count()?))).collect()
+    handles.iter().map(|h| Ok((*h.requested_path(), h.read_count().map_err(|e| e.to_string())?))).collect()
+}
+
+fn open_explained<T: Transport + Clone>(t: &T, p: &OpenPath) -> Result<libhwbp::BreakpointHandle<T>, String> {
+    Breakpoint::from_path(p).open(t.clone()).map_err(|e| format!("{}: {}", p.event, explain_open_error(p, &e)))
+}
+
+/// The aligned pieces (address, length) hwbpd splits `ev` into, one debug
+/// register each: at each address the longest of 8, 4, 2, 1 bytes that is
+/// aligned and fits (gdb's rule, and hwbpd's).
+pub fn pieces_of(ev: &MemEvent) -> Vec<(u64, u64)> {
+    if ev.access() == Access::Exec {
+        return vec![(ev.addr(), ev.len())];
+    }
+    let (mut addr, end) = (ev.addr(), ev.addr().saturating_add(ev.len()));
+    let mut out = Vec::new();
+    while addr < end {
+        let len = [8u64, 4, 2, 1].into_iter().find(|&l| addr % l == 0 && addr.saturating_add(l) <= end).unwrap_or(1);
+        out.push((addr, len));
+        addr = addr.saturating_add(len);
+    }
+    out
+}
+
+/// Debug registers on x86.
+const X86_DEBUG_REGISTERS: usize = 4;
+/// First address of the kernel half on x86-64.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+/// One past the last canonical user address on x86-64 (4-level paging).
+const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// Why hwbpd most likely refused to open `p` with `err`, in words: the
+/// errno, then what in the request causes it (hwbpd logs its own reason on
+/// its side; this is the client's reading of the same rules).
+pub fn explain_open_error(p: &OpenPath, err: &libhwbp::Error) -> String {
+    let Some(kind) = err.kind() else { return err.to_string() };
+    let ev = &p.event;
+    let pieces = pieces_of(ev);
+    let list = pieces.iter().map(|(a, l)| format!("{a:#x}/{l}")).collect::<Vec<_>>().join(", ");
+    let last = ev.addr().saturating_add(ev.len() - 1);
+    let why = match kind {
+        ErrorKind::Invalid if pieces.len() > X86_DEBUG_REGISTERS => format!(
+            "it needs {} debug registers ({list}) and x86 has {X86_DEBUG_REGISTERS}, so no breakpoint can ever hold it: watch fewer bytes, or give several -e events",
+            pieces.len()
+        ),
+        ErrorKind::Invalid if (ev.addr() < KERNEL_HALF && last >= USER_END) || (ev.addr() >= USER_END && ev.addr() < KERNEL_HALF) => {
+            format!("{:#x}..={last:#x} is not a canonical address (user space ends at {:#x}, the kernel half starts at {KERNEL_HALF:#x}): it can never be armed", ev.addr(), USER_END - 1)
+        }
+        ErrorKind::NoSpace => format!(
+            "pinned, it needs {} debug register{} ({list}) on every CPU it may run on, and the pinned breakpoints already open there (cpu-wide plus the most of any one task) leave fewer of the {X86_DEBUG_REGISTERS} free: drop --pinned to take turns",
+            pieces.len(),
+            if pieces.len() == 1 { "" } else { "s" }
+        ),
+        ErrorKind::NotPermitted => match p.target {
+            Target::Cpu(_) | Target::AllCpus => "cpu-wide targets (-C, -a) are root only".to_string(),
+            _ if last >= KERNEL_HALF => format!("{:#x} is in the kernel half: root only", ev.addr()),
+            _ if p.options.kernel => "the kernel option is root only".to_string(),
+            _ if p.options.ring.get() > 4096 => format!("ring={} is above 4096 records: root only", p.options.ring.get()),
+            Target::Task(pid) | Target::TaskOnCpu { pid, .. } => format!("process {pid} belongs to another user: only its owner or root may watch it"),
+            Target::SelfTask => kind.meaning().to_string(),
+        },
+        ErrorKind::NoSuchTarget => match p.target {
+            Target::Task(pid) => format!("no process {pid}"),
+            Target::TaskOnCpu { pid, cpu } => format!("no process {pid}, or no CPU {cpu}"),
+            Target::Cpu(cpu) => format!("no CPU {cpu}"),
+            _ => kind.meaning().to_string(),
+        },
+        ErrorKind::QuotaReached => format!("your uid already has the most breakpoints open it may (per-user quota, default {})", libhwbp::abi::DEFAULT_USER_QUOTA),
+        _ => kind.meaning().to_string(),
+    };
+    format!("{}: {why}", errno_text(err))
+}
+
+fn errno_text(err: &libhwbp::Error) -> String {
+    use libhwbp::abi::errno::*;
+    let Some(n) = err.errno() else { return err.to_string() };
+    let name = match n {
+        EPERM => "EPERM",
+        ESRCH => "ESRCH",
+        EBADF => "EBADF",
+        EAGAIN | EWOULDBLOCK_REDOX => "EAGAIN",
+        EINVAL => "EINVAL",
+        EMFILE => "EMFILE",
+        ENOSPC => "ENOSPC",
+        _ => return err.to_string(),
+    };
+    format!("{name} ({n})")
 }
 
 /// perf-stat-like text for `rows`.
@@ -127,12 +219,12 @@ pub fn format_stat(rows: &[(OpenPath, CountRecord)]) -> String {
 }
 
 /// Open `path`, let `wait` run, then read every hit record queued.
-pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) -> libhwbp::Result<(Vec<EventRecord>, CountRecord)> {
-    let h = Breakpoint::from_path(path).open(t)?;
-    let mut ev = h.events()?;
+pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) -> Result<(Vec<EventRecord>, CountRecord), String> {
+    let h = open_explained(&t, path)?;
+    let mut ev = h.events().map_err(|e| format!("events stream: {e}"))?;
     wait();
-    let recs = ev.drain()?;
-    Ok((recs, h.read_count()?))
+    let recs = ev.drain().map_err(|e| format!("reading the events stream: {e}"))?;
+    Ok((recs, h.read_count().map_err(|e| e.to_string())?))
 }
 
 /// One line per hit record, like `perf script`.
@@ -167,16 +259,41 @@ pub fn main_with(cli: Cli, out: &mut dyn std::io::Write) -> i32 {
     }
 }
 
+#[cfg_attr(not(any(target_os = "redox", feature = "sim")), allow(dead_code))]
 fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
+    let ready_file = match &cli.cmd {
+        Cmd::Stat(a) => a.target.ready_file.clone(),
+        Cmd::Record(a) => a.target.ready_file.clone(),
+    };
+    let mut ready_error = None;
+    // Every breakpoint is open when `wait` runs: say so, then wait.
+    let wait = |paths: &[OpenPath]| {
+        if let Some(f) = &ready_file
+            && let Err(e) = std::fs::write(f, b"")
+        {
+            ready_error = Some(format!("--ready-file {f}: {e}"));
+            return;
+        }
+        wait(paths)
+    };
+    let r = run_opened(cli, t, target, wait, out);
+    match ready_error {
+        Some(e) => Err(e),
+        None => r,
+    }
+}
+
+#[cfg_attr(not(any(target_os = "redox", feature = "sim")), allow(dead_code))]
+fn run_opened<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
     match &cli.cmd {
         Cmd::Stat(a) => {
             let paths = stat_paths(&a.events, target, a.pinned).map_err(|e| e.to_string())?;
-            let rows = stat(t, &paths, || wait(&paths)).map_err(|e| e.to_string())?;
+            let rows = stat(t, &paths, || wait(&paths))?;
             let _ = write!(out, "{}", format_stat(&rows));
         }
         Cmd::Record(a) => {
             let path = record_path(a, target).map_err(|e| e.to_string())?;
-            let (recs, c) = record(t, &path, || wait(std::slice::from_ref(&path))).map_err(|e| e.to_string())?;
+            let (recs, c) = record(t, &path, || wait(std::slice::from_ref(&path)))?;
             for r in &recs {
                 let _ = writeln!(out, "{}", format_record(r));
             }
@@ -198,7 +315,7 @@ fn system_run(_: &Cli, _: &TargetArgs, _: &mut dyn std::io::Write) -> Result<(),
     Err("/scheme/hwbp exists only on Redox; on this host use --sim".into())
 }
 
-#[cfg(not(target_os = "redox"))]
+#[cfg(all(feature = "sim", not(target_os = "redox")))]
 fn sim_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
     use crate::platform::sim::SimPlatform;
     use crate::platform::Platform;
@@ -230,7 +347,11 @@ fn sim_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Resul
     run_with(cli, t, target, wait, out)
 }
 
-#[cfg(target_os = "redox")]
+#[cfg(not(all(feature = "sim", not(target_os = "redox"))))]
 fn sim_run(_: &Cli, _: &TargetArgs, _: &mut dyn std::io::Write) -> Result<(), String> {
-    Err("--sim is for the host; on Redox drop it".into())
+    if cfg!(target_os = "redox") {
+        Err("--sim is for the host; on Redox drop it".into())
+    } else {
+        Err("this hwbp was built without the `sim` feature".into())
+    }
 }

@@ -1,12 +1,51 @@
 //! The tools on the host: the selftest against the in-process hwbpd and
-//! simulated kernel (what CI runs today; the same code runs on Redox), and
-//! the `hwbp` CLI in `--sim` mode.
+//! simulated kernel (what CI runs today; the same code runs on Redox), the
+//! `hwbp` CLI in `--sim` mode, and `hwbp-target`.
+#![cfg(all(feature = "sim", not(target_os = "redox")))]
+
+mod faulty;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 
 use clap::Parser;
 use hwbp_tools::cli::{self, Cli};
 use hwbp_tools::platform::sim::SimPlatform;
 use hwbp_tools::selftest::{self, Report};
 use libhwbp::abi::CountRecord;
+
+/// Checks as root on the host.
+const ROOT_CHECKS: u32 = 98;
+/// Checks as non-root (restart skipped).
+const NON_ROOT_CHECKS: u32 = 96;
+
+/// Checks of contract features hwbpd does not have yet on this branch
+/// (being built in hwbpd: exact counts under any hit rate and `lost`
+/// counting the kernel's drops, ESRCH for any numeric id, the non-root ring
+/// cap, quota held by events streams). They must fail honestly until then;
+/// any other failure fails the test. Shrink this list as they land.
+const PENDING_IN_HWBPD: &[&str] = &[
+    "100,000 stores under one pinned watch: value is exactly 100,000",
+    "100,000 stores: records read + lost = 100,000, hit numbers increasing, none above 100,000",
+    "ESRCH: huge numeric task ids",
+    "ESRCH: no such CPU, however large",
+    "non-root: ring=4097 is EPERM (helper)",
+    "non-root: ring=4097 is EPERM",
+    "non-root: a breakpoint counts against the quota until its events stream is closed",
+    "non-root: at most 4 x quota events streams, EMFILE beyond",
+];
+
+fn selftest_on(mut p: SimPlatform) -> (Report, String) {
+    let mut out = Vec::new();
+    let report = selftest::run(&mut p, &mut out);
+    (report, String::from_utf8(out).unwrap())
+}
+
+fn assert_only_pending_failures(report: &Report, text: &str) {
+    let unexpected: Vec<_> = report.failures.iter().filter(|f| !PENDING_IN_HWBPD.contains(&f.as_str())).collect();
+    assert!(unexpected.is_empty(), "unexpected failures {unexpected:?}:\n{text}");
+    assert_eq!(text.lines().last().unwrap(), format!("{} passed, {} failed", report.passed, report.failed));
+}
 
 fn run_cli(args: &[&str]) -> (i32, String) {
     let cli = Cli::try_parse_from(std::iter::once("hwbp").chain(args.iter().copied())).expect("arguments parse");
@@ -16,21 +55,37 @@ fn run_cli(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn selftest_passes_every_check_on_the_simulated_kernel() {
-    let mut out = Vec::new();
-    let report = selftest::run(&mut SimPlatform::new(), &mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert_eq!(report, Report { passed: 43, failed: 0, skipped: 0 }, "{text}");
-    assert!(text.lines().last().unwrap() == "43 passed, 0 failed", "{text}");
-    assert!(!text.contains("FAIL"), "{text}");
+fn selftest_as_root_runs_every_check_and_fails_only_what_hwbpd_lacks_yet() {
+    let (report, text) = selftest_on(SimPlatform::new());
+    assert_eq!(report.passed + report.failed, ROOT_CHECKS, "{text}");
+    assert_eq!(report.skipped, 0, "{text}");
+    assert_only_pending_failures(&report, &text);
+    assert!(report.passed >= 80, "{text}");
 }
 
 #[test]
-fn selftest_binary_prints_the_summary_line_and_exits_zero() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hwbp-selftest")).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert_eq!(text.lines().last(), Some("43 passed, 0 failed"));
+fn selftest_as_non_root_checks_eperm_and_quota_and_its_own_task() {
+    let (report, text) = selftest_on(SimPlatform::non_root());
+    assert_eq!(report.passed + report.failed, NON_ROOT_CHECKS, "{text}");
+    assert_eq!(report.skipped, 2, "only the restart needs root: {text}");
+    assert_only_pending_failures(&report, &text);
+    for name in ["non-root: cpu/all is EPERM", "non-root: another user's task is EPERM", "non-root: its own task opens", "non-root: EMFILE at the quota, closing one frees a place"] {
+        assert!(text.contains(&format!("ok - {name}")), "{name}: {text}");
+    }
+}
+
+#[test]
+fn selftest_binary_prints_the_summary_line_and_exits_by_it() {
+    for args in [&[][..], &["--non-root"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hwbp-selftest")).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().unwrap();
+        assert!(last.ends_with(" failed") && last.contains(" passed, "), "{text}");
+        assert_eq!(out.status.success(), last.ends_with(" 0 failed"), "{text}");
+        assert!(text.lines().next().unwrap().contains(if args.is_empty() { "as root" } else { "as non-root" }), "{text}");
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_hwbp-selftest")).arg("--bogus").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[test]
@@ -39,12 +94,93 @@ fn selftest_reports_a_failure_when_hwbpd_misbehaves() {
     // the "own task opens" permission check fail: the selftest must say so,
     // not pass.
     let config = hwbpd::Config { user_quota: 0, ..hwbpd::Config::default() };
-    let mut out = Vec::new();
-    let report = selftest::run(&mut SimPlatform::with_config(config), &mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert_eq!(report.failed, 1, "{text}");
-    assert!(text.contains("FAIL - non-root"), "{text}");
-    assert!(text.ends_with(&format!("{} passed, 1 failed\n", report.passed)));
+    let (report, text) = selftest_on(SimPlatform::with_config(config));
+    assert!(report.failures.contains(&"non-root: its own task opens (helper)".to_string()), "{text}");
+    assert!(report.failures.contains(&"non-root: ring=4096 opens (helper)".to_string()), "{text}");
+}
+
+#[test]
+fn an_over_count_fails_the_checks_that_see_it() {
+    // Every store happens twice (a count above the truth): the checks must
+    // fail, never pass, and the tolerance of the scaled counts must not hide
+    // the raw over-count.
+    let (report, text) = faulty::run(faulty::Fault::DoubleStores);
+    for name in [
+        "data len=4 access=w slot=0",
+        "6 flexible on 4 registers: raw counts never above the truth",
+        "8 threads created after the watch opened x 1,000 stores = exactly 8,000",
+        "identical breakpoints each count every hit",
+        "ring=4 overflow: the oldest records are dropped and counted in lost",
+        "exclusive: nothing else counts while it is armed, all take turns",
+    ] {
+        assert!(report.failures.contains(&name.to_string()), "{name} did not fail:\n{text}");
+    }
+}
+
+#[test]
+fn a_breakpoint_left_armed_after_the_restart_fails_the_restart_check() {
+    let (report, text) = faulty::run(faulty::Fault::ArmAfterRestart);
+    assert!(report.failures.contains(&"hwbpd killed and restarted: nothing left armed".to_string()), "{text}");
+}
+
+#[test]
+fn a_new_thread_that_is_not_watched_fails_the_thread_check() {
+    // Threads that run their first stores unwatched (the Redox bug of
+    // issue 10): 8,000 is not reached.
+    let (report, text) = faulty::run(faulty::Fault::UnwatchedNewThreads);
+    assert!(report.failures.contains(&"8 threads created after the watch opened x 1,000 stores = exactly 8,000".to_string()), "{text}");
+}
+
+#[test]
+fn a_child_that_inherits_the_watch_fails_the_child_check() {
+    let (report, text) = faulty::run(faulty::Fault::ChildIsSelf);
+    assert!(report.failures.contains(&"a child process starts unwatched".to_string()), "{text}");
+}
+
+#[test]
+fn hwbp_target_prints_its_pid_and_page_then_makes_the_stores_on_go() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hwbp-target"))
+        .args(["--stores", "1234", "--calls", "7", "--threads", "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+    assert_eq!(lines.next().unwrap(), format!("pid {}", child.id()));
+    let addr = lines.next().unwrap();
+    let a = u64::from_str_radix(addr.strip_prefix("addr 0x").unwrap(), 16).unwrap();
+    assert_eq!(a % 4096, 0, "{addr}");
+    assert!(lines.next().unwrap().starts_with("func 0x"));
+    assert_eq!(lines.next().unwrap(), "ready");
+    writeln!(stdin, "go").unwrap();
+    assert_eq!(lines.next().unwrap(), "stores 1234");
+    assert_eq!(lines.next().unwrap(), "calls 7");
+    assert_eq!(lines.next().unwrap(), "done");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn hwbp_target_waits_for_a_go_file() {
+    let dir = std::env::temp_dir().join(format!("hwbp-target-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hwbp-target"))
+        .args(["--stores", "5", "--exit", "--go-file", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap());
+    for _ in 0..4 {
+        lines.next().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(child.try_wait().unwrap().is_none(), "ran before the go file");
+    std::fs::write(&dir, b"").unwrap();
+    assert_eq!(lines.next().unwrap(), "stores 5");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&dir);
 }
 
 #[test]
@@ -124,4 +260,52 @@ fn format_stat_marks_a_never_running_counter() {
     let p = libhwbp::abi::OpenPath::parse("task/1/mem:0x10").unwrap();
     let s = cli::format_stat(&[(p, CountRecord { value: 0, time_enabled_ns: 10, time_running_ns: 0, id: 1, lost: 0 })]);
     assert!(s.contains("<not counted>") && s.contains("0.00%"), "{s}");
+}
+
+#[test]
+fn a_failed_open_says_which_event_and_why() {
+    let (code, out) = run_cli(&["stat", "--sim", "-e", "mem:0x7f0000001003/16:rw"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("mem:0x7f0000001003/16:rw: EINVAL (22): it needs 5 debug registers (0x7f0000001003/1, 0x7f0000001004/4, 0x7f0000001008/8, 0x7f0000001010/2, 0x7f0000001012/1) and x86 has 4"),
+        "{out}"
+    );
+    let (code, out) = run_cli(&["stat", "--sim", "--pinned", "-e", "mem:0x7001/8:w", "-e", "mem:0x7011/8:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("mem:0x7011/8:w: ENOSPC (28): pinned, it needs 4 debug registers (0x7011/1, 0x7012/2, 0x7014/4, 0x7018/1)"), "{out}");
+    let (code, out) = run_cli(&["record", "--sim", "-C", "7", "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("ESRCH (3): no CPU 7"), "{out}");
+    let (_, out) = run_cli(&["stat", "--sim", "-e", "mem:0x800000000000/8:w"]);
+    assert!(out.contains("is not a canonical address"), "{out}");
+}
+
+#[test]
+fn eperm_is_explained_by_what_needs_root() {
+    use libhwbp::abi::OpenPath;
+    let eperm = || libhwbp::Error::Os(std::io::Error::from_raw_os_error(libhwbp::abi::errno::EPERM));
+    let why = |p: &str| cli::explain_open_error(&OpenPath::parse(p).unwrap(), &eperm());
+    assert!(why("cpu/all/mem:0x1000").contains("cpu-wide targets (-C, -a) are root only"));
+    assert!(why("task/5/mem:0xffff800000001000").contains("kernel half"));
+    assert!(why("task/5/mem:0x1000?kernel").contains("kernel option"));
+    assert!(why("task/5/mem:0x1000?ring=8192").contains("above 4096"));
+    assert!(why("task/5/mem:0x1000").contains("process 5 belongs to another user"));
+    assert_eq!(cli::pieces_of(&libhwbp::abi::MemEvent::new(0x1001, 6, libhwbp::abi::Access::Write).unwrap()), [(0x1001, 1), (0x1002, 2), (0x1004, 2), (0x1006, 1)]);
+}
+
+#[test]
+fn ready_file_appears_once_the_breakpoints_are_open() {
+    let f = std::env::temp_dir().join(format!("hwbp-ready-{}", std::process::id()));
+    let _ = std::fs::remove_file(&f);
+    let (code, out) = run_cli(&["stat", "--sim", "--sim-stores", "2", "--ready-file", f.to_str().unwrap(), "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(f.exists());
+    let _ = std::fs::remove_file(&f);
+    // Not created when the open fails.
+    let (code, _) = run_cli(&["record", "--sim", "--ready-file", f.to_str().unwrap(), "-e", "mem:0x7000:r"]);
+    assert_eq!(code, 1);
+    assert!(!f.exists());
+    let (code, out) = run_cli(&["stat", "--sim", "--ready-file", "/nonexistent-dir/x", "-e", "mem:0x7000:w"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("--ready-file /nonexistent-dir/x"), "{out}");
 }

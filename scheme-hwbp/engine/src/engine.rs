@@ -10,7 +10,7 @@ use hwbp_kern::{
 mod planner;
 
 use crate::error::EngineError;
-use crate::fxhash::{FxHashMap, FxHashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use crate::load::Load;
 use crate::request::{Request, Scope, validate};
 use crate::{BpId, Nanos, Pid, Uid};

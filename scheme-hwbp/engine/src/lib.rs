@@ -50,7 +50,6 @@
 pub mod baseline;
 mod engine;
 pub mod error;
-mod fxhash;
 pub mod load;
 pub mod request;
 

@@ -42,7 +42,7 @@
 use hwbp_kern::plan::MAX_CONTEXT_PIECES;
 use hwbp_kern::{CpuId, NUM_SLOTS};
 
-use crate::fxhash::FxHashMap;
+use rustc_hash::FxHashMap;
 use crate::request::Scope;
 use crate::Pid;
 

@@ -140,6 +140,19 @@ impl SimKernel {
         pid
     }
 
+    /// A new process of `uid` that gets the pid of an exited one, as a
+    /// kernel that recycles pids would hand it out (its exit may still be
+    /// queued for the server). Starts with no breakpoints and new threads.
+    pub fn spawn_reusing(&mut self, pid: Pid, uid: Uid) -> Result<Pid, SimError> {
+        match self.tasks.get(&pid) {
+            Some(t) if !t.alive => {}
+            _ => return Err(SimError::NoSuchTask(pid)),
+        }
+        self.tasks.insert(pid, SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true });
+        self.add_thread(pid);
+        Ok(pid)
+    }
+
     /// A new thread in `pid`. It follows the task's plan.
     pub fn spawn_thread(&mut self, pid: Pid) -> Result<Tid, SimError> {
         match self.tasks.get(&pid) {

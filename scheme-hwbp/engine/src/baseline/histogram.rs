@@ -5,7 +5,7 @@ use hwbp_kern::CpuId;
 
 use super::{BpDesc, Handle, NoSpace, SLOTS, SlotAccounting};
 use crate::Pid;
-use crate::fxhash::FxHashMap;
+use rustc_hash::FxHashMap;
 
 const N: usize = SLOTS as usize;
 

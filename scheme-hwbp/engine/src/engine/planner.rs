@@ -31,7 +31,7 @@ pub(super) struct TaskPlan {
     /// differs from its current `running` flag.
     changed_from: u64,
 }
-use crate::fxhash::{FxHashMap, FxHashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use crate::request::Scope;
 use crate::{BpId, Nanos, Pid};
 

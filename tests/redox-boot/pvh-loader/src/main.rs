@@ -277,8 +277,17 @@ fn load(start_info_addr: u32, out: &mut Com1) -> Result<(u64, *const KernelArgs)
     let ih = initfs::Header::decode(initfs_bytes).map_err(LoadError::Initfs)?;
     let _ = writeln!(out, "pvh-loader: initfs at {initfs_phys:#x}, {} bytes, entry {:#x}", header.initfs_size, ih.bootstrap_entry);
 
+    // The whole file, not only its PT_LOAD segments, as the Redox bootloader
+    // loads it: the kernel reads its own section headers and symbol table
+    // through KERNEL_OFFSET when it prints a stack trace (src/panic.rs,
+    // `stack_trace`, on every unhandled exception of a user context). With
+    // only the segments mapped, that read page-faults, and the page-fault
+    // handler's stack trace faults again, for ever.
+    let mapped_size = page_align_up(header.kernel_size)
+        .ok_or(LoadError::Kernel("size"))?
+        .max(kernel.image_size);
     // SAFETY: single CPU, before the kernel runs; the tables are ours.
-    unsafe { map_kernel(kernel_phys, kernel.image_size) }?;
+    unsafe { map_kernel(kernel_phys, mapped_size) }?;
 
     let (rsdp, rsdp_size) = find_rsdp(info.rsdp);
     let _ = writeln!(out, "pvh-loader: RSDP at {rsdp:#x}");
@@ -295,7 +304,7 @@ fn load(start_info_addr: u32, out: &mut Com1) -> Result<(u64, *const KernelArgs)
         let args = &mut *(&raw mut ARGS);
         *args = KernelArgs {
             kernel_base: kernel_phys,
-            kernel_size: kernel.image_size,
+            kernel_size: mapped_size,
             stack_base: &raw const loader_stack_bottom as u64,
             stack_size: &raw const loader_stack_top as u64 - &raw const loader_stack_bottom as u64,
             env_base: env.0.as_ptr() as u64,

@@ -135,6 +135,7 @@ macro_rules! check {
 
 // After the macros, so `fail!` and `check!` are in scope there.
 mod attacks;
+mod process;
 mod stream;
 mod thread;
 
@@ -460,12 +461,13 @@ extern "C" fn selftest_main() -> ! {
             group_errors(&mut t, &s);
             s = thread::group_close(&mut t, s, &mut infra);
             attacks::group_attacks(&mut t, &s);
+            process::group_process(&mut t, &s, &infra);
             // Last: it leaves CPU 0's `dropped` counter non-zero for good.
             stream::group_stream(&mut t, &s);
             drop(s);
         }
         None => {
-            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "attacks", "stream"] {
+            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "attacks", "process", "stream"] {
                 check!(&mut t, Err(Line::default()), "{g}: not run, the kernel offers no hwbp handles");
             }
         }

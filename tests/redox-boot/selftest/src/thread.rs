@@ -143,11 +143,20 @@ fn pin(aff: &Fd, cpu: usize) -> Check {
 }
 
 fn spawn(ctx: &Fd) -> Result<Thread, Line> {
+    let sp = &raw const thread_stack_top as usize;
+    let ip = thread_start as unsafe extern "C" fn() as usize;
+    let new = new_context(ctx, ip, sp)?;
+    let aff = dup(new.raw(), "sched-affinity").map_err(|e| errno_msg("sched-affinity", e))?;
+    start(&new)?;
+    Ok(Thread { ctx: new, aff })
+}
+
+/// A new context in our address space that will start at `ip` on stack
+/// `sp`, not started yet (see [`start`]).
+pub fn new_context(ctx: &Fd, ip: usize, sp: usize) -> Result<Fd, Line> {
     let new = dup(PROC_ROOT, "new-context").map_err(|e| errno_msg("new-context", e))?;
     let addrspace = dup(ctx.raw(), "addrspace").map_err(|e| errno_msg("addrspace", e))?;
     let switch = dup(new.raw(), "current-addrspace").map_err(|e| errno_msg("current-addrspace", e))?;
-    let sp = &raw const thread_stack_top as usize;
-    let ip = thread_start as unsafe extern "C" fn() as usize;
     let mut words = [0u8; 24];
     for (chunk, w) in words.chunks_exact_mut(8).zip([addrspace.raw(), sp, ip]) {
         chunk.copy_from_slice(&w.to_le_bytes());
@@ -156,10 +165,26 @@ fn spawn(ctx: &Fd) -> Result<Thread, Line> {
     // Closing applies the address space, stack and entry point.
     switch.close().map_err(|e| errno_msg("close current-addrspace", e))?;
     drop(addrspace);
-    let aff = dup(new.raw(), "sched-affinity").map_err(|e| errno_msg("sched-affinity", e))?;
+    Ok(new)
+}
+
+/// Start a context made by [`new_context`].
+pub fn start(new: &Fd) -> Result<(), Line> {
     let start = dup(new.raw(), "start").map_err(|e| errno_msg("start", e))?;
     start.write(&0usize.to_le_bytes()).map_err(|e| errno_msg("write start", e))?;
-    Ok(Thread { ctx: new, aff })
+    Ok(())
+}
+
+impl Infra {
+    /// The second context's handle, if it runs.
+    pub fn thread_ctx(&self) -> Option<&Fd> {
+        self.thread.as_ref().map(|t| &t.ctx)
+    }
+}
+
+/// Have the second context store to VAR_C (it acknowledges when done).
+pub fn thread_stores_c() -> Check {
+    in_thread(CMD_STORE_C)
 }
 
 /// Infrastructure checks that do not need the patch: CPU count, a second
