@@ -30,6 +30,7 @@
 pub mod abi;
 pub mod compose;
 pub mod conformance;
+pub mod counts;
 pub mod deny;
 pub mod dr6;
 pub mod dr7;
@@ -40,6 +41,7 @@ pub mod ring;
 pub mod switch;
 pub mod trap;
 
+pub use counts::{CountTable, SlotHits};
 pub use compose::{Composition, ComposeError, Loaded, Origin, check_fits, compose};
 pub use dr6::Dr6Status;
 pub use piece::{Access, AddressSpace, Len, Piece, PieceError, Slot, Token};

@@ -13,6 +13,7 @@
 //! - otherwise keeps its old behaviour for a #DB nobody claimed.
 
 use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_WITH_SINGLE_STEP, HitRecord};
+use crate::counts::SlotHits;
 use crate::dr6::{self, Dr6Status};
 use crate::piece::Slot;
 use crate::regs::DebugRegs;
@@ -85,11 +86,33 @@ impl CpuDebugState {
         ring: &HitRing<N>,
         info: &TrapInfo,
     ) -> DebugVerdict {
+        // SAFETY: forwarded.
+        unsafe { self.handle_debug_exception_counting(regs, ring, &SlotHits::new(), info) }
+    }
+
+    /// [`handle_debug_exception`](Self::handle_debug_exception), and one
+    /// more hit in `hits` for every register that fired, whether or not
+    /// its record fits in the ring: counts never depend on records.
+    ///
+    /// # Safety
+    /// As for `handle_debug_exception`.
+    pub unsafe fn handle_debug_exception_counting<R: DebugRegs, const N: usize>(
+        &self,
+        regs: &mut R,
+        ring: &HitRing<N>,
+        hits: &SlotHits,
+        info: &TrapInfo,
+    ) -> DebugVerdict {
         let raw = regs.read_dr6();
         // B bits may be set for disabled slots (SDM 18.2.3): only slots we
         // loaded count.
         let loaded = self.loaded();
         let ours = Dr6Status::decode(raw).slots & loaded.used_slots();
+        let mut fired = ours;
+        while let Some(slot) = Slot::new(fired.trailing_zeros() as usize) {
+            fired &= !slot.bit();
+            hits.record(slot);
+        }
         // SAFETY: single producer on `ring`, from this function's contract.
         let dropped = if ours == 0 { 0 } else { unsafe { self.record_hits(ours, raw, ring, info) } };
         // The processor never clears B0-B3 or BS itself.
@@ -257,5 +280,21 @@ mod tests {
         assert_eq!(v.hits, 0b0011);
         assert_eq!(v.dropped, 0b0010);
         assert_eq!(ring.dropped(), 1);
+    }
+
+    #[test]
+    fn every_fired_register_is_counted_even_when_the_ring_drops_its_record() {
+        let (cpu, mut regs) = armed();
+        let ring = HitRing::<1>::new();
+        let hits = SlotHits::new();
+        for _ in 0..5 {
+            regs.dr6 = dr6::CLEAR | 0b0010;
+            unsafe { cpu.handle_debug_exception_counting(&mut regs, &ring, &hits, &USER) };
+        }
+        regs.dr6 = dr6::CLEAR | 0b1100;
+        unsafe { cpu.handle_debug_exception_counting(&mut regs, &ring, &hits, &USER) };
+        assert_eq!(ring.dropped(), 4);
+        assert_eq!(hits.take(Slot::new(1).unwrap()), 5, "all five hits, though four records were dropped");
+        assert!(!hits.any(), "stale B bits of unloaded registers count nothing");
     }
 }

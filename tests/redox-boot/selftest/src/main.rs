@@ -462,6 +462,7 @@ extern "C" fn selftest_main() -> ! {
             s = thread::group_close(&mut t, s, &mut infra);
             attacks::group_attacks(&mut t, &s);
             process::group_process(&mut t, &s, &infra);
+            process::group_counts(&mut t, &s);
             // Last: it leaves CPU 0's `dropped` counter non-zero for good.
             stream::group_stream(&mut t, &s);
             drop(s);
