@@ -239,6 +239,32 @@ pub fn parse_thread_ids(bytes: &[u8]) -> Vec<u32> {
         .collect()
 }
 
+/// Pids of live processes whose name (the last column of the kernel's
+/// `sys:context` listing: `PID EUID EGID STAT CPU AFFINITY TIME PRIVATE
+/// SHARED NAME`) ends with `/<program>` or is `<program>`; dead (`?Z`)
+/// contexts and the header are skipped; each pid once, in listing order.
+pub fn pids_named(listing: &str, program: &str) -> Vec<u64> {
+    let suffix = format!("/{program}");
+    let mut pids = Vec::new();
+    for line in listing.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(pid), Some(stat), Some(name)) = (fields.first(), fields.get(3), fields.last())
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u64>() else {
+            continue;
+        };
+        if fields.len() < 10 || stat.chars().nth(1) == Some('Z') || pid == 0 {
+            continue;
+        }
+        if (name.ends_with(&suffix) || *name == program) && !pids.contains(&pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// The test-only /scheme/rand generator: splitmix64.
 #[derive(Debug, Clone)]
 pub struct SplitMix(pub u64);
@@ -346,6 +372,21 @@ mod tests {
         assert_eq!(count_records(out, 9, 0x401000), 2);
         assert_eq!(count_records(out, 9, 0x402000), 0);
         assert_eq!(parse_record_summary("nothing"), None);
+    }
+
+    #[test]
+    fn pids_by_name_from_sys_context() {
+        let listing = "PID   EUID  EGID  STAT  CPU  AFFINITY  TIME         PRIVATE  SHARED  NAME\n\
+                       0     0     0     KR+   #0   1         00:00:01.00  0 B      0 B     [kmain]\n\
+                       1     0     0     UB    #0   3         00:00:00.10  1 MB     0 B     /scheme/initfs/bin/init\n\
+                       4     65534 65534 UB    #0   3         00:00:00.10  1 MB     0 B     /scheme/initfs/bin/hwbpd\n\
+                       4     65534 65534 US    #0   3         00:00:00.00  1 MB     0 B     /scheme/initfs/bin/hwbpd\n\
+                       7     0     0     UZ    #0   3         00:00:00.00  1 MB     0 B     /scheme/initfs/bin/hwbpd\n\
+                       9     0     0     UB    #0   3         00:00:00.00  1 MB     0 B     /scheme/initfs/bin/hwbpd-helper\n";
+        assert_eq!(pids_named(listing, "hwbpd"), vec![4]);
+        assert_eq!(pids_named(listing, "init"), vec![1]);
+        assert_eq!(pids_named(listing, "kmain"), Vec::<u64>::new());
+        assert_eq!(pids_named("", "hwbpd"), Vec::<u64>::new());
     }
 
     #[test]
