@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::NUM_SLOTS;
 use crate::compose::{Composition, Origin};
 use crate::piece::{Slot, Token};
+use crate::plan::{ContextPlan, MAX_CONTEXT_PIECES};
 
 /// Hits per debug register on one CPU since they were last moved.
 ///
@@ -56,6 +57,44 @@ pub fn flush(loaded: &Composition, hits: &SlotHits, origin: Origin, mut credit: 
         let n = hits.take(slot);
         if n != 0 {
             credit(l.token, n);
+        }
+    }
+}
+
+/// A context plan as the kernel holds it: the pieces, and each piece's hits
+/// not read yet. Threads of one process share one (behind an `Arc` in the
+/// kernel), so their hits add up in one place.
+#[derive(Debug)]
+pub struct CountedPlan {
+    pieces: ContextPlan,
+    hits: [AtomicU64; MAX_CONTEXT_PIECES],
+}
+
+impl CountedPlan {
+    pub const fn new(pieces: ContextPlan) -> Self {
+        CountedPlan { pieces, hits: [const { AtomicU64::new(0) }; MAX_CONTEXT_PIECES] }
+    }
+
+    pub const fn pieces(&self) -> &ContextPlan {
+        &self.pieces
+    }
+
+    /// Add `n` hits to the piece with `token` (a flush of the registers).
+    pub fn credit(&self, token: Token, n: u64) {
+        if let Some(i) = self.pieces.iter().position(|p| p.token == token)
+            && let Some(h) = self.hits.get(i)
+        {
+            h.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Take every piece's unread hits (read and reset).
+    pub fn take_all(&self, mut out: impl FnMut(Token, u64)) {
+        for (piece, h) in self.pieces.iter().zip(self.hits.iter()) {
+            let n = h.swap(0, Ordering::Relaxed);
+            if n != 0 {
+                out(piece.token, n);
+            }
         }
     }
 }
@@ -180,5 +219,25 @@ mod tests {
         flush(&loaded, &hits, Origin::Cpu, |t, n| cpu_credit.push((t, n)));
         assert_eq!(cpu_credit, [(50, 3)]);
         assert!(!hits.any());
+    }
+
+    #[test]
+    fn a_counted_plan_credits_by_token_and_reads_once() {
+        let plan = ContextPlan::from_pieces([10u64, 20].map(|t| ContextPiece {
+            piece: Piece::new(0x1000 * t, Len::Four, Access::Write).unwrap(),
+            token: t,
+            cpu: CpuFilter::Any,
+        }))
+        .unwrap();
+        let counted = CountedPlan::new(plan);
+        counted.credit(20, 4);
+        counted.credit(10, 1);
+        counted.credit(20, 2);
+        counted.credit(99, 7);
+        let mut got = std::vec::Vec::new();
+        counted.take_all(|t, n| got.push((t, n)));
+        assert_eq!(got, [(10, 1), (20, 6)], "an unknown token credits nothing");
+        counted.take_all(|t, n| got.push((t, n)));
+        assert_eq!(got.len(), 2, "read and reset");
     }
 }

@@ -41,7 +41,7 @@ pub mod ring;
 pub mod switch;
 pub mod trap;
 
-pub use counts::{CountTable, SlotHits};
+pub use counts::{CountTable, CountedPlan, SlotHits};
 pub use compose::{Composition, ComposeError, Loaded, Origin, check_fits, compose};
 pub use dr6::Dr6Status;
 pub use piece::{Access, AddressSpace, Len, Piece, PieceError, Slot, Token};

@@ -52,7 +52,7 @@ pub static mut VAR_A: Area = Area([0; 256]);
 pub static mut VAR_B: Area = Area([0; 256]);
 pub static mut VAR_C: Area = Area([0; 256]);
 pub static mut VAR_D: Area = Area([0; 256]);
-static mut CLOCK: Area = Area([0; 256]);
+pub static mut CLOCK: Area = Area([0; 256]);
 
 /// Offset of the watched address inside an area (room on both sides).
 const AT: u64 = 64;
