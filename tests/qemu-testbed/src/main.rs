@@ -60,6 +60,7 @@ pub fn rdtsc() -> u64 {
 extern "C" fn kernel_main() -> ! {
     // SAFETY: once, at bring-up, before any trap.
     unsafe { boot::init_cpu_tables() };
+    trap::publish_debug_state();
     println!("hwbp qemu testbed: long mode, ring-3 tasks, hwbp-kern on emulated DR0-DR7");
     #[cfg(feature = "bench")]
     bench::run();
