@@ -812,7 +812,7 @@ fn dr6_is_clean_after_a_single_step_with_a_hit(s: &mut Scheduler, a: TaskId, rep
     report.check(
         clean,
         format_args!(
-            "DR6 cleared: after a #DB with BS and B0 together DR6 holds {dr6_after:#x} (no BS, no B bits); the next plain hit reads DR6 {plain_dr6:#x}, handled ({}), single_step {}, record flags {flags:?}",
+            "DR6 cleared: after a #DB with BS and B0 together (TF + watched store) DR6 holds {dr6_after:#x} (must hold no BS, no B bit); the next plain hit reads DR6 {plain_dr6:#x} (must be B0 alone): handled {}, single_step {}, record flags {flags:?}",
             verdict.handled(),
             verdict.single_step
         ),
