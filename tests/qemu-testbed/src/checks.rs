@@ -429,8 +429,11 @@ fn composition_of_cpu_and_context_pieces(s: &mut Scheduler, a: TaskId, b: TaskId
 /// (its B bit set in DR6) when another watch fires. With A's composition
 /// loaded: store to x (CPU piece), then y (A's piece), nothing in between.
 /// Printed and counted as a deviation when it shows; the crate, trusting
-/// DR6 as the SDM allows, records the stale slot too.
+/// DR6 as the SDM allows, records the stale slot too. Run with the #DB
+/// entry leaving DR7 alone: its DR7 clear/restore makes QEMU re-create the
+/// watchpoints and the flag with them (`overcount_root_cause`).
 fn qemu_sticky_hit_flag(s: &mut Scheduler, a: TaskId, x: u64, y: u64, report: &mut Report) {
+    set_dr7_clear_restore(false);
     let _ = s.run(a, Cmd::Write { addr: x, size: 1 });
     let _ = drain();
     let _ = s.run(a, Cmd::Write { addr: y, size: 1 });
@@ -438,6 +441,7 @@ fn qemu_sticky_hit_flag(s: &mut Scheduler, a: TaskId, x: u64, y: u64, report: &m
     let stale = hits.all().iter().filter(|r| r.addr == x).count();
     let _ = s.run(a, Cmd::Read { addr: shared(0xff8), size: 8 });
     let _ = drain();
+    set_dr7_clear_restore(true);
     if stale > 0 {
         report.deviations += 1;
         println!("DEVIATION sticky watchpoint hit flag: a store to y alone reported {} slots (SDM: 1):", hits.n);

@@ -2,7 +2,7 @@
 //! unchanged on QEMU's emulated debug registers, with ring-3 tasks, a
 //! cooperative scheduler whose switch path calls
 //! `CpuDebugState::switch_to`, and a #DB entry that calls
-//! `handle_debug_exception` — the two calls the Redox patch makes.
+//! `trap::handle_debug_exception_in` — the two calls the Redox patch makes.
 //! See README.md.
 #![no_std]
 #![no_main]

@@ -222,7 +222,7 @@ pub static USER_FRAME: Global<TrapFrame> = Global::new(TrapFrame::ZERO);
 /// Which #DB handler runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandlerMode {
-    /// The crate's `handle_debug_exception` and the verdict acted on, as in
+    /// The crate's `handle_debug_exception_in` and the verdict acted on, as in
     /// the Redox patch.
     Crate,
     /// Read DR6, set RF, clear DR6: raw hardware answers for the
