@@ -2,7 +2,7 @@
 //! unchanged on QEMU's emulated debug registers, with ring-3 tasks, a
 //! cooperative scheduler whose switch path calls
 //! `CpuDebugState::switch_to`, and a #DB entry that calls
-//! `handle_debug_exception` — the two calls the Redox patch makes.
+//! `trap::handle_debug_exception_in` — the two calls the Redox patch makes.
 //! See README.md.
 #![no_std]
 #![no_main]
@@ -60,6 +60,7 @@ pub fn rdtsc() -> u64 {
 extern "C" fn kernel_main() -> ! {
     // SAFETY: once, at bring-up, before any trap.
     unsafe { boot::init_cpu_tables() };
+    trap::publish_debug_state();
     println!("hwbp qemu testbed: long mode, ring-3 tasks, hwbp-kern on emulated DR0-DR7");
     #[cfg(feature = "bench")]
     bench::run();

@@ -6,7 +6,9 @@ use core::arch::{asm, global_asm};
 
 use hwbp_kern::dr6;
 use hwbp_kern::regs::hw::Hardware;
-use hwbp_kern::{CpuDebugState, DebugRegs, DebugVerdict, HitRing, TrapInfo};
+use hwbp_kern::piece::Slot;
+use hwbp_kern::trap::handle_debug_exception_in;
+use hwbp_kern::{CpuDebugState, DebugRegs, DebugVerdict, HitRing, PublishedLoad, SlotHits, TrapInfo};
 
 use crate::Global;
 use crate::serial;
@@ -220,7 +222,7 @@ pub static USER_FRAME: Global<TrapFrame> = Global::new(TrapFrame::ZERO);
 /// Which #DB handler runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandlerMode {
-    /// The crate's `handle_debug_exception` and the verdict acted on, as in
+    /// The crate's `handle_debug_exception_in` and the verdict acted on, as in
     /// the Redox patch.
     Crate,
     /// Read DR6, set RF, clear DR6: raw hardware answers for the
@@ -261,6 +263,15 @@ pub struct DebugStats {
 pub struct DebugState {
     pub cpu: CpuDebugState,
     pub mode: HandlerMode,
+    /// Crate mode: clear DR7 at entry and write it back before `iretq`
+    /// (from user mode: the published DR7; from kernel mode: the value the
+    /// entry found), as the Redox entry `debug_with_hwbp` does. Off: the
+    /// entry before that change, which leaves DR7 alone (the over-count
+    /// check turns it off on purpose to show QEMU's sticky hit flag).
+    pub dr7_clear_restore: bool,
+    /// Crate mode: hand the crate registers whose DR6 writes are dropped,
+    /// as if the handler forgot to clear DR6 (the DR6 check's control run).
+    pub forget_dr6_clear: bool,
     /// Id of the running context (TrapInfo::context).
     pub context: u64,
     pub stats: DebugStats,
@@ -272,6 +283,8 @@ pub struct DebugState {
 pub static DEBUG: Global<DebugState> = Global::new(DebugState {
     cpu: CpuDebugState::new(0),
     mode: HandlerMode::Crate,
+    dr7_clear_restore: true,
+    forget_dr6_clear: false,
     context: 0,
     stats: DebugStats {
         traps: 0,
@@ -299,6 +312,60 @@ pub static DEBUG: Global<DebugState> = Global::new(DebugState {
 
 /// This CPU's hit ring: the #DB entry produces, the checks consume.
 pub static RING: HitRing<RING_CAPACITY> = HitRing::new();
+
+/// What the switch path publishes of the loaded registers; the #DB entry
+/// reads only this, as the kernel's does (`CpuDebugState::publish_to`).
+pub static PUBLISHED: PublishedLoad = PublishedLoad::new();
+
+/// Hits per debug register, counted by the #DB entry whether or not the
+/// ring keeps the record (the kernel's exact counts).
+pub static SLOT_HITS: SlotHits = SlotHits::new();
+
+/// Publish this CPU's loaded registers to [`PUBLISHED`] from now on. At
+/// bring-up, and after the checks replace the state.
+pub fn publish_debug_state() {
+    // SAFETY: between task runs; no trap is in flight.
+    unsafe { DEBUG.get() }.cpu.publish_to(&PUBLISHED);
+}
+
+/// Take (and zero) every register's hit count.
+pub fn take_slot_hits() -> [u64; 4] {
+    Slot::ALL.map(|slot| SLOT_HITS.take(slot))
+}
+
+/// DR7 as the hardware holds it.
+pub fn read_dr7() -> u64 {
+    let v: u64;
+    // SAFETY: CPL 0; reading DR7 has no side effect.
+    unsafe { asm!("mov {}, dr7", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// DR6 as the hardware holds it, every bit (`x86::debugregs::dr6` keeps
+/// only the bits it knows).
+pub fn read_dr6_raw() -> u64 {
+    let v: u64;
+    // SAFETY: CPL 0; reading DR6 has no side effect.
+    unsafe { asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The real registers, but DR6 writes go nowhere: a handler that forgets
+/// to clear DR6.
+struct ForgetDr6<'a>(&'a mut Hardware);
+
+impl DebugRegs for ForgetDr6<'_> {
+    fn read_dr6(&mut self) -> u64 {
+        self.0.read_dr6()
+    }
+    fn write_dr6(&mut self, _value: u64) {}
+    fn write_addr(&mut self, slot: Slot, addr: u64) {
+        self.0.write_addr(slot, addr);
+    }
+    fn write_dr7(&mut self, value: u64) {
+        self.0.write_dr7(value);
+    }
+}
 
 #[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
@@ -349,8 +416,18 @@ fn on_debug(frame: &mut TrapFrame) {
             frame.rflags |= RFLAGS_RF;
         }
         HandlerMode::Crate => {
+            // As the Redox entry: DR7 cleared before anything else, so no
+            // breakpoint fires inside the handler (and QEMU drops its
+            // watchpoints, with their hit flags; see the over-count check).
+            let entry_dr7 = if g.dr7_clear_restore {
+                let v = read_dr7();
+                hw.write_dr7(0);
+                Some(v)
+            } else {
+                None
+            };
             // The testbed's own trace of what the hardware said (not in
-            // bench builds: it is not part of the crate's path).
+            // bench builds: it is not part of the kernel's path).
             #[cfg(not(feature = "bench"))]
             {
                 let raw = hw.read_dr6();
@@ -363,8 +440,16 @@ fn on_debug(frame: &mut TrapFrame) {
                 context: g.context,
                 timestamp: crate::rdtsc(),
             };
-            // SAFETY: this CPU's #DB entry is the ring's only producer.
-            let verdict = unsafe { g.cpu.handle_debug_exception(&mut hw, &RING, &info) };
+            let cpu = g.cpu.cpu();
+            // SAFETY: this CPU's #DB entry is the ring's only producer. The
+            // handler reads what the switch path published, as the kernel's.
+            let verdict = unsafe {
+                if g.forget_dr6_clear {
+                    handle_debug_exception_in(&PUBLISHED, cpu, &mut ForgetDr6(&mut hw), &RING, &SLOT_HITS, &info)
+                } else {
+                    handle_debug_exception_in(&PUBLISHED, cpu, &mut hw, &RING, &SLOT_HITS, &info)
+                }
+            };
             if verdict.set_resume_flag {
                 frame.rflags |= RFLAGS_RF;
             }
@@ -390,6 +475,12 @@ fn on_debug(frame: &mut TrapFrame) {
                     g.stats.kernel_mode_hits += 1;
                 }
                 g.stats.last_verdict = verdict;
+            }
+            // Back to user mode with the DR7 the mirror says user mode
+            // runs with; back to kernel code with the DR7 it was running
+            // with (it may be the switch path between two DR7 writes).
+            if let Some(entry) = entry_dr7 {
+                hw.write_dr7(if info.user_mode { PUBLISHED.dr7() } else { entry });
             }
         }
     }
