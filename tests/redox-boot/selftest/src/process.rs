@@ -25,6 +25,7 @@ const PID_EXIT: u32 = 78;
 const PID_TF: u32 = 79;
 const PID_FLOOD: u32 = 80;
 const PID_QUIET: u32 = 81;
+const PID_USER: u32 = 82;
 
 const T_PROC: u64 = 0x7001;
 const T_EXIT: u64 = 0x7002;
@@ -33,6 +34,7 @@ const T_MAIN: u64 = 0x7004;
 const T_FLOOD: u64 = 0x7005;
 const T_QUIET: u64 = 0x7006;
 const T_CPU: u64 = 0x7007;
+const T_USER: u64 = 0x7008;
 
 /// How long we wait for a short-lived context to run and die.
 const DEATH_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -83,6 +85,9 @@ short_stack_4:
     .skip 16384
     .global short_stack_5
 short_stack_5:
+    .skip 16384
+    .global short_stack_6
+short_stack_6:
     .section .data.var_c_addr, "aw"
     .p2align 3
     .global var_c_addr
@@ -100,6 +105,7 @@ unsafe extern "C" {
     static short_stack_3: u8;
     static short_stack_4: u8;
     static short_stack_5: u8;
+    static short_stack_6: u8;
     static mut var_c_addr: u64;
 }
 
@@ -283,6 +289,28 @@ pub fn group_process(t: &mut Tally, s: &Session, infra: &Infra) {
         Ok(())
     })();
     check!(t, exit, "process: the last thread's exit ends the plan (EVENT_EXIT, writes ESRCH); a new process reusing the pid is not watched");
+
+    // A user's process: procmgr names a new thread with the pid and the
+    // process's euid in one `attrs` write (a new context starts with euid
+    // 0). That is the thread joining, not an identity change.
+    let user_thread = (|| -> Check {
+        let first = thread::new_context(&s.ctx, store_then_die as unsafe extern "C" fn() as usize, &raw const short_stack_6 as usize)?;
+        set_attrs(&first, Some(PID_USER), Some(1000))?;
+        let p82 = open_pid(&s.control, PID_USER).map_err(|e| errno_msg("pid-82", e))?;
+        write_plan(&p82, &plan_of(T_USER)).map_err(|e| errno_msg("write pid-82", e))?;
+        let second = thread::new_context(&s.ctx, store_then_die as unsafe extern "C" fn() as usize, &raw const short_stack_1 as usize)?;
+        set_attrs(&second, Some(PID_USER), Some(1000))?;
+        drain(&s.control)?;
+        thread::start(&second)?;
+        wait_plan_cleared(&second)?;
+        let (h, n) = hits_and_events(&s.control)?;
+        let ours = h[..n].iter().filter(|r| r.token == T_USER).count();
+        if ours != 1 {
+            fail!("{ours} hits of the uid-1000 thread's first store (want 1): named with pid and euid at once, it did not join");
+        }
+        Ok(())
+    })();
+    check!(t, user_thread, "process: a uid-1000 thread named with its pid and euid in one attrs write joins the plan (no identity change)");
 
     // Identity: an euid change drops the plan from every thread.
     let identity = (|| -> Check {
