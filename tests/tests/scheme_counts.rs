@@ -144,3 +144,17 @@ fn the_task_is_followed_while_a_breakpoint_on_it_is_open() {
     close(&mut s, b);
     assert!(!s.kernel().is_attached(pid), "released with its last breakpoint");
 }
+
+#[test]
+fn a_root_owners_breakpoint_is_armed_again_after_an_identity_change_that_ends_nothing_else() {
+    let mut s = server(1);
+    let (pid, tid) = task_on(&mut s, USER, 0);
+    let fd = open(&mut s, pid, ROOT, &format!("task/{pid}/mem:{A:#x}/8:w")).unwrap();
+    // Nothing of the engine's plan changes: only hwbpd knows the kernel
+    // dropped it.
+    s.kernel_mut().set_euid(pid, OTHER_USER).unwrap();
+    s.collect();
+    assert!(s.kernel().is_attached(pid));
+    write(&mut s, tid, A, 8);
+    assert_eq!(count(&mut s, fd).value, 1);
+}
