@@ -188,11 +188,6 @@ impl<S: Sys> RedoxKernel<S> {
         self.clock.hz()
     }
 
-    /// Tasks followed now (an open `pid-<pid>` handle each).
-    pub fn followed(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.tasks.keys().copied()
-    }
-
     /// Read a `pid-<pid>` handle's counts into `out` until it has no more.
     /// Err(ESRCH): the plan ended and its last counts were read before.
     fn read_pid_counts(sys: &S, fd: &S::Fd, out: &mut Vec<PieceCount>) -> Result<(), Errno> {
