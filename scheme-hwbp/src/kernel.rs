@@ -94,10 +94,10 @@ pub trait Kernel {
 
     /// Replace the plan of every thread of `pid`, the ones it creates later
     /// included (an empty plan disarms). In force on every CPU the task runs
-    /// on when the call returns. After the task's plan ended (see
-    /// [`Kernel::take_ends`]) a non-empty plan arms the task afresh, if it
-    /// still exists (`NoSuchTask` otherwise): never a later process that
-    /// got the same pid through an earlier attachment.
+    /// on when the call returns. Once the kernel ended the task's plan,
+    /// `NoSuchTask` until that end is reported ([`Kernel::take_ends`]);
+    /// after it, a plan arms the task afresh if it still exists: never a
+    /// later process that got the same pid through an earlier attachment.
     ///
     /// The first call for a task, even with an empty plan, starts following
     /// it: its end is reported until [`Kernel::release_task`].

@@ -19,8 +19,9 @@
 //! - task plans as the patch's `pid-<pid>` handles: the first
 //!   `set_task_plan` of a task attaches it; its exit, or an identity change
 //!   ([`SimKernel::set_euid`]), clears the plan on every thread and queues
-//!   one [`TaskEnd`]; a pid handed out again ([`SimKernel::spawn_reusing`])
-//!   starts unattached;
+//!   one [`TaskEnd`], and no plan reaches the pid until that end is taken;
+//!   a pid handed out again ([`SimKernel::spawn_reusing`]) starts
+//!   unattached;
 //! - a clock that only moves when a test advances it.
 //!
 //! Everything is single-threaded: the "#DB handler" and the consumer of
@@ -98,11 +99,13 @@ struct SimTask {
     /// The server follows it (the patch's open `pid-<pid>` handle): its end
     /// is reported once, then it is detached.
     attached: bool,
+    /// Its end is queued and not yet taken: no plan reaches it until then.
+    ending: bool,
 }
 
 impl SimTask {
     fn new(uid: Uid) -> Self {
-        SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true, attached: false }
+        SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true, attached: false, ending: false }
     }
 }
 
@@ -345,10 +348,11 @@ impl SimKernel {
         let Some(task) = self.tasks.get_mut(&pid) else { return };
         task.plan = ContextPlan::EMPTY;
         let attached = std::mem::replace(&mut task.attached, false);
-        self.reload_task(pid);
         if attached {
+            task.ending = true;
             self.ends.push(TaskEnd { pid, reason });
         }
+        self.reload_task(pid);
     }
 
     /// Load `pid`'s current plan on every CPU one of its threads runs on.
@@ -418,7 +422,8 @@ impl Kernel for SimKernel {
     }
 
     fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
-        let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(KernelError::NoSuchTask(pid))?;
+        // Not before its end is taken, as the patch's ended `pid-<pid>`.
+        let task = self.tasks.get_mut(&pid).filter(|t| t.alive && !t.ending).ok_or(KernelError::NoSuchTask(pid))?;
         task.plan = *plan;
         task.attached = true;
         self.reload_task(pid);
@@ -468,6 +473,11 @@ impl Kernel for SimKernel {
     }
 
     fn take_ends(&mut self, out: &mut Vec<TaskEnd>) {
+        for end in &self.ends {
+            if let Some(t) = self.tasks.get_mut(&end.pid) {
+                t.ending = false;
+            }
+        }
         out.append(&mut self.ends);
     }
 
@@ -612,10 +622,21 @@ mod tests {
         sim.set_euid(pid, 0).unwrap();
         assert_eq!(sim.armed_slots(), 0, "dropped at once on both CPUs");
         assert_eq!(sim.task(pid), Ok(TaskInfo { pid, uid: 0 }), "the task runs on as its new uid");
+        assert_eq!(
+            sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)),
+            Err(KernelError::NoSuchTask(pid)),
+            "not through the ended plan before its end is taken"
+        );
         let mut ends = Vec::new();
         sim.take_ends(&mut ends);
         assert_eq!(ends, [TaskEnd { pid, reason: EndReason::Identity }]);
         assert!(!sim.is_attached(pid));
+        assert_eq!(
+            sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)),
+            Ok(()),
+            "after the end was taken, the task may be armed again"
+        );
+        sim.release_task(pid);
         sim.set_euid(pid, 0).unwrap();
         sim.take_ends(&mut ends);
         assert_eq!(ends.len(), 1, "no change, no event");
