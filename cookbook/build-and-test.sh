@@ -91,11 +91,15 @@ for r in "$here"/recipes/*/; do
     mkdir -p "$dest/$name"
     # Recipe files only: keep the cookbook's source/ and target/ (the kernel
     # clone, build caches) between runs.
-    find "$dest/$name" -mindepth 1 -maxdepth 1 ! -name source ! -name target ! -name source.tmp \
+    find "$dest/$name" -mindepth 1 -maxdepth 1 ! -name source ! -name target ! -name source.tmp ! -name .hwbp-series \
         -exec rm -rf {} +
     cp -rL "$r"/. "$dest/$name/"
 done
 say "recipes copied to $dest"
+
+# The kernel's fetched source goes when the series changed since it was
+# patched (the cookbook's re-fetch keeps the files the old series created).
+bash "$here/fresh-kernel-source.sh" "$dest/kernel-hwbp" "$hwbp"
 
 # hwbpd's local source: the files git knows about (tracked and untracked,
 # not ignored; so no target/), fresh mtimes so the cookbook sees them as new.
@@ -159,7 +163,7 @@ mk=(make ARCH="$arch" CONFIG_NAME="$config_name")
 # --- 3. build -------------------------------------------------------------------
 if ((build)); then
     # Our two packages always rebuild from the fresh source; the kernel
-    # rebuilds when its patches change (the cookbook hashes them).
+    # rebuilds when its series changed (its source was removed above).
     "${mk[@]}" c.hwbpd,hwbp-tools
     "${mk[@]}" rebuild
 fi

@@ -7,6 +7,7 @@
 # hwbpd binary.
 set -euo pipefail
 cd "$(dirname "$0")"
+bash test-fresh-kernel-source.sh
 
 if ! python3 -c 'import tomllib' 2> /dev/null; then
     # No Python 3.11 (tests/install-deps.sh does not install it): the

@@ -15,6 +15,8 @@ step() {
 step bash tests/install-deps.sh  # Debian packages: QEMU, rustc-web (+ library source); no-op when present
 step cargo test --workspace
 step bash tests/redox-check.sh  # hwbpd, libhwbp, tools type-check for x86_64-unknown-redox
+step bash tests/abi-drift.sh --self-test  # the ABI-drift guard catches planted calls
+step bash tests/abi-drift.sh  # no direct redox_syscall call newer than the pinned kernel
 step bash kernel-patch/scripts/check-series.sh  # the kernel patch series carries kernel-patch/hwbp-kern unchanged
 step bash tests/qemu-testbed/run.sh --quiet  # hwbp-kern on QEMU-emulated debug registers (TCG); full log: tests/qemu-testbed/target/test.log
 step bash tests/redox-boot/ci.sh  # initfs packer, PVH loader, real-kernel selftest: host unit tests + bare-metal builds (booting needs a kernel: tests/redox-boot/run.sh KERNEL)

@@ -37,7 +37,7 @@ append=""
 for pair in "SYSCALL_ENTRY:19syscall_instruction$" "DEBUG_ENTRY:15debug_with_hwbp$" \
             "NMI_ENTRY:12non_maskable$" "DEBUG_STACK:20INIT_BSP_DEBUG_STACK" \
             "HWBP_TEXT:^__hwbp_text_start$" "BSP_PCR:7BSP_PCR" "BSP_IDT:12INIT_BSP_IDT" \
-            "BACKUP_STACK:21INIT_BSP_BACKUP_STACK"; do
+            "BACKUP_STACK:21INIT_BSP_BACKUP_STACK" "READINESS:17READINESS_PENDING"; do
     addr="$(symbol "${pair#*:}")"
     [[ -n "$addr" ]] && append+="HWBP_SYM_${pair%%:*}=$addr "
 done

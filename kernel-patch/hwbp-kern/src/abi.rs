@@ -242,6 +242,20 @@ impl HitRecord {
         b
     }
 
+    /// An event record (not a hit): `kind` ([`EVENT_EXIT`],
+    /// [`EVENT_IDENTITY`]) about process `pid`.
+    pub const fn event(kind: u64, pid: u32, timestamp: u64) -> HitRecord {
+        HitRecord { token: kind, rip: 0, addr: 0, context: (pid as u64) << 32, timestamp, cpu: 0, flags: HIT_EVENT }
+    }
+
+    /// For an event record, its kind and pid.
+    pub const fn as_event(&self) -> Option<(u64, u32)> {
+        if self.flags & HIT_EVENT == 0 {
+            return None;
+        }
+        Some((self.token, (self.context >> 32) as u32))
+    }
+
     pub fn from_bytes(b: &[u8; HIT_RECORD_SIZE]) -> HitRecord {
         HitRecord {
             token: u64::from_le_bytes(get(b, 0)),
@@ -252,6 +266,80 @@ impl HitRecord {
             cpu: u32::from_le_bytes(get(b, 40)),
             flags: u32::from_le_bytes(get(b, 44)),
         }
+    }
+}
+
+/// Size of a [`CountRecord`] in bytes.
+pub const COUNT_RECORD_SIZE: usize = 16;
+
+/// Exact hits of one piece since the last read: what a `pid-<pid>` read
+/// returns, and what follows the counters in a `cpu-<n>` read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountRecord {
+    pub token: u64,
+    pub hits: u64,
+}
+
+impl CountRecord {
+    pub fn to_bytes(&self) -> [u8; COUNT_RECORD_SIZE] {
+        let mut b = [0u8; COUNT_RECORD_SIZE];
+        put(&mut b, 0, &self.token.to_le_bytes());
+        put(&mut b, 8, &self.hits.to_le_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; COUNT_RECORD_SIZE]) -> CountRecord {
+        CountRecord { token: u64::from_le_bytes(get(b, 0)), hits: u64::from_le_bytes(get(b, 8)) }
+    }
+
+    /// The whole records in `bytes` (a trailing partial record is ignored).
+    pub fn parse_all(bytes: &[u8]) -> impl Iterator<Item = CountRecord> + '_ {
+        bytes.chunks_exact(COUNT_RECORD_SIZE).map(|c| {
+            let mut b = [0u8; COUNT_RECORD_SIZE];
+            b.copy_from_slice(c);
+            CountRecord::from_bytes(&b)
+        })
+    }
+}
+
+/// The handles `dup` opens on the control handle, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlName {
+    /// `cpu-<n>`
+    Cpu(u64),
+    /// `pid-<pid>`
+    Process(u64),
+    /// `threads-<pid>`
+    Threads(u64),
+    /// `regs/debug-<id>`
+    ContextPlan(u64),
+}
+
+/// Why a name is not one of [`ControlName`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlNameError {
+    /// No known prefix: ENOENT.
+    Unknown,
+    /// A known prefix without a decimal number after it (or one too large
+    /// for u64): names nothing, ESRCH.
+    NoSuchId,
+}
+
+impl ControlName {
+    pub fn parse(name: &[u8]) -> Result<ControlName, ControlNameError> {
+        const PREFIXES: [(&[u8], fn(u64) -> ControlName); 4] = [
+            (b"cpu-", ControlName::Cpu),
+            (b"pid-", ControlName::Process),
+            (b"threads-", ControlName::Threads),
+            (b"regs/debug-", ControlName::ContextPlan),
+        ];
+        for (prefix, make) in PREFIXES {
+            if let Some(rest) = name.strip_prefix(prefix) {
+                let number = core::str::from_utf8(rest).ok().filter(|r| !r.starts_with('+')).and_then(|r| r.parse().ok());
+                return number.map(make).ok_or(ControlNameError::NoSuchId);
+            }
+        }
+        Err(ControlNameError::Unknown)
     }
 }
 
@@ -328,5 +416,32 @@ mod tests {
     fn hit_record_round_trips_through_bytes() {
         let h = HitRecord { token: 1, rip: 2, addr: 3, context: 4, timestamp: 5, cpu: 6, flags: HIT_EXEC };
         assert_eq!(HitRecord::from_bytes(&h.to_bytes()), h);
+    }
+
+    #[test]
+    fn control_names_parse_exactly() {
+        assert_eq!(ControlName::parse(b"cpu-3"), Ok(ControlName::Cpu(3)));
+        assert_eq!(ControlName::parse(b"pid-77"), Ok(ControlName::Process(77)));
+        assert_eq!(ControlName::parse(b"threads-9"), Ok(ControlName::Threads(9)));
+        assert_eq!(ControlName::parse(b"regs/debug-12"), Ok(ControlName::ContextPlan(12)));
+        assert_eq!(ControlName::parse(b"pid-"), Err(ControlNameError::NoSuchId));
+        assert_eq!(ControlName::parse(b"pid-+7"), Err(ControlNameError::NoSuchId));
+        assert_eq!(ControlName::parse(b"pid-18446744073709551616"), Err(ControlNameError::NoSuchId));
+        assert_eq!(ControlName::parse(b"cpu-1x"), Err(ControlNameError::NoSuchId));
+        assert_eq!(ControlName::parse(b"pids-1"), Err(ControlNameError::Unknown));
+        assert_eq!(ControlName::parse(b""), Err(ControlNameError::Unknown));
+    }
+
+    #[test]
+    fn count_and_event_records_round_trip() {
+        let c = CountRecord { token: 0x1234, hits: 99 };
+        let mut two = [0u8; 2 * COUNT_RECORD_SIZE + 5];
+        two[..16].copy_from_slice(&c.to_bytes());
+        two[16..32].copy_from_slice(&CountRecord { token: 7, hits: 1 }.to_bytes());
+        let all: std::vec::Vec<_> = CountRecord::parse_all(&two).collect();
+        assert_eq!(all, [c, CountRecord { token: 7, hits: 1 }], "the trailing partial record is ignored");
+        let e = HitRecord::event(EVENT_IDENTITY, 77, 5);
+        assert_eq!(HitRecord::from_bytes(&e.to_bytes()).as_event(), Some((EVENT_IDENTITY, 77)));
+        assert_eq!(HitRecord::ZERO.as_event(), None);
     }
 }

@@ -30,16 +30,19 @@
 pub mod abi;
 pub mod compose;
 pub mod conformance;
+pub mod counts;
 pub mod deny;
 pub mod dr6;
 pub mod dr7;
 pub mod piece;
 pub mod plan;
+pub mod published;
 pub mod regs;
 pub mod ring;
 pub mod switch;
 pub mod trap;
 
+pub use counts::{CountTable, CountedPlan, SlotHits};
 pub use compose::{Composition, ComposeError, Loaded, Origin, check_fits, compose};
 pub use dr6::Dr6Status;
 pub use piece::{Access, AddressSpace, Len, Piece, PieceError, Slot, Token};
@@ -47,7 +50,8 @@ pub use plan::{ContextPiece, ContextPlan, CpuFilter, CpuId, CpuPlan, PlanError};
 pub use regs::DebugRegs;
 pub use ring::HitRing;
 pub use switch::{CpuDebugState, SwitchStats};
-pub use trap::{DebugVerdict, TrapInfo};
+pub use published::PublishedLoad;
+pub use trap::{DebugVerdict, LoadedView, TrapInfo};
 
 /// Number of debug address registers (DR0-DR3) on x86.
 pub const NUM_SLOTS: usize = 4;

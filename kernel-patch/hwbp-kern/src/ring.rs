@@ -112,9 +112,17 @@ impl<const N: usize> HitRing<N> {
     }
 
     /// Records waiting to be read.
+    /// Records queued, as far as any CPU can tell (a reader on a third CPU
+    /// races both ends).
     pub fn len(&self) -> usize {
+        // Tail first: the tail never passes the head and the head only
+        // grows, so a head read after it is at least as far along and the
+        // difference cannot underflow (head first, a pop in between would
+        // make it wrap to nearly usize::MAX). Between the two loads the
+        // producer may push past a full ring's worth: clamp.
+        let tail = self.tail.load(Ordering::Acquire);
         let head = self.head.load(Ordering::Acquire);
-        head.wrapping_sub(self.tail.load(Ordering::Acquire))
+        head.wrapping_sub(tail).min(N)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -201,5 +209,37 @@ mod tests {
             }
         }
         producer.join().unwrap();
+    }
+
+    #[test]
+    fn a_third_party_never_reads_more_than_the_capacity() {
+        // Producer and consumer run flat out while a third thread reads the
+        // length: with the head read before the tail, a pop in between made
+        // it wrap to nearly usize::MAX.
+        let ring = std::sync::Arc::new(HitRing::<8>::new());
+        let stop = std::sync::Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let worker = |f: fn(&HitRing<8>)| {
+            let (ring, stop) = (ring.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    f(&ring);
+                }
+            })
+        };
+        // SAFETY: one producer thread and one consumer thread.
+        let producer = worker(|r| unsafe {
+            r.push(rec(1));
+        });
+        let consumer = worker(|r| unsafe {
+            r.pop();
+        });
+        let mut worst = 0;
+        for _ in 0..2_000_000 {
+            worst = worst.max(ring.len());
+        }
+        stop.store(true, Ordering::Relaxed);
+        producer.join().unwrap();
+        consumer.join().unwrap();
+        assert!(worst <= 8, "len() read {worst}");
     }
 }

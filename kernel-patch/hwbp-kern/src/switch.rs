@@ -26,6 +26,7 @@ use crate::compose::{Composition, Origin, compose};
 use crate::dr7;
 use crate::piece::Slot;
 use crate::plan::{ContextPlan, CpuId, CpuPlan};
+use crate::published::PublishedLoad;
 use crate::regs::DebugRegs;
 
 /// What the switch path has done on this CPU, since boot.
@@ -57,6 +58,9 @@ pub struct CpuDebugState {
     hw_dr7: u64,
     /// Stamp of the context plan `loaded` was composed from (0: none).
     loaded_stamp: u64,
+    /// Where the #DB handler reads the loaded registers (the kernel's
+    /// per-CPU block), if anywhere.
+    published: Option<&'static PublishedLoad>,
     stats: SwitchStats,
 }
 
@@ -72,6 +76,7 @@ impl CpuDebugState {
             hw_addr: [0; NUM_SLOTS],
             hw_dr7: dr7::DISARMED,
             loaded_stamp: 0,
+            published: None,
             stats: SwitchStats { switches: 0, lazy: 0, refused: 0, unchanged: 0 },
         }
     }
@@ -88,6 +93,14 @@ impl CpuDebugState {
         self.cpu
     }
 
+    /// Publish every change of the loaded registers to `published` from now
+    /// on (before DR7 enables a changed register), for a #DB handler that
+    /// must not read this state while the switch path holds it.
+    pub fn publish_to(&mut self, published: &'static PublishedLoad) {
+        published.publish(&self.loaded);
+        self.published = Some(published);
+    }
+
     /// The hardware was disarmed behind the mirror's back (DR7 = 0: the #DB
     /// entry clears it, and a path that leaves without putting it back
     /// calls this). The next switch or reload composes afresh and writes
@@ -95,6 +108,9 @@ impl CpuDebugState {
     pub fn forget_loaded(&mut self) {
         self.hw_dr7 = dr7::DISARMED;
         self.loaded = Composition::EMPTY;
+        if let Some(p) = self.published {
+            p.publish(&self.loaded);
+        }
         self.loaded_stamp = 0;
         self.plan_dirty = !self.plan.is_empty();
     }
@@ -215,6 +231,9 @@ impl CpuDebugState {
         // 3. The mirror before arming, so a #DB raised the moment DR7 is
         //    written finds its token.
         self.loaded = target;
+        if let Some(p) = self.published {
+            p.publish(&target);
+        }
         let new_dr7 = target.dr7();
         if new_dr7 != self.hw_dr7 {
             regs.write_dr7(new_dr7);

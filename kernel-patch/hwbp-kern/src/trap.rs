@@ -13,8 +13,11 @@
 //! - otherwise keeps its old behaviour for a #DB nobody claimed.
 
 use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_WITH_SINGLE_STEP, HitRecord};
+use crate::counts::SlotHits;
 use crate::dr6::{self, Dr6Status};
-use crate::piece::Slot;
+use crate::compose::Composition;
+use crate::piece::{Slot, Token};
+use crate::plan::CpuId;
 use crate::regs::DebugRegs;
 use crate::ring::HitRing;
 use crate::switch::CpuDebugState;
@@ -66,6 +69,110 @@ impl DebugVerdict {
     }
 }
 
+/// What the #DB handler reads of the loaded registers: the composition
+/// itself (tests, the testbed, the simulated kernel), or what the switch
+/// path published of it ([`crate::published::PublishedLoad`], the kernel).
+pub trait LoadedView {
+    fn used_slots(&self) -> u8;
+    fn exec_slots(&self) -> u8;
+    /// Token and address of the piece loaded in `slot`.
+    fn piece_in(&self, slot: Slot) -> Option<(Token, u64)>;
+}
+
+impl LoadedView for Composition {
+    fn used_slots(&self) -> u8 {
+        Composition::used_slots(self)
+    }
+    fn exec_slots(&self) -> u8 {
+        Composition::exec_slots(self)
+    }
+    fn piece_in(&self, slot: Slot) -> Option<(Token, u64)> {
+        self.slot(slot).map(|l| (l.token, l.piece.addr()))
+    }
+}
+
+/// The #DB handler's logic on any [`LoadedView`] of CPU `cpu`: decode DR6,
+/// count and record each loaded register that fired, clear DR6.
+///
+/// # Safety
+/// The caller is the only producer on `ring` while this runs.
+pub unsafe fn handle_debug_exception_in<V: LoadedView + ?Sized, R: DebugRegs, const N: usize>(
+    loaded: &V,
+    cpu: CpuId,
+    regs: &mut R,
+    ring: &HitRing<N>,
+    hits: &SlotHits,
+    info: &TrapInfo,
+) -> DebugVerdict {
+    let raw = regs.read_dr6();
+    // B bits may be set for disabled slots (SDM 18.2.3): only slots we
+    // loaded count.
+    let used = loaded.used_slots();
+    let exec = loaded.exec_slots();
+    let ours = Dr6Status::decode(raw).slots & used;
+    let mut fired = ours;
+    while let Some(slot) = Slot::new(fired.trailing_zeros() as usize) {
+        fired &= !slot.bit();
+        hits.record(slot);
+    }
+    // SAFETY: single producer on `ring`, from this function's contract.
+    let dropped = if ours == 0 { 0 } else { unsafe { record_hits(loaded, cpu, ours, exec, raw, ring, info) } };
+    // The processor never clears B0-B3 or BS itself.
+    regs.write_dr6(dr6::CLEAR);
+
+    let status = Dr6Status::decode(raw);
+    DebugVerdict {
+        hits: ours,
+        dropped,
+        spurious: status.slots & !used,
+        set_resume_flag: ours & exec != 0,
+        single_step: status.single_step,
+        other: status.debug_register_access || status.task_switch,
+    }
+}
+
+/// Queue one record per slot in `fired`; returns the slots whose record
+/// the full ring dropped.
+///
+/// # Safety
+/// As for [`handle_debug_exception_in`].
+#[inline(always)]
+unsafe fn record_hits<V: LoadedView + ?Sized, const N: usize>(
+    loaded: &V,
+    cpu: CpuId,
+    fired: u8,
+    exec: u8,
+    dr6: u64,
+    ring: &HitRing<N>,
+    info: &TrapInfo,
+) -> u8 {
+    let mut flags = if info.user_mode { 0 } else { HIT_KERNEL_MODE };
+    if Dr6Status::decode(dr6).single_step {
+        flags |= HIT_WITH_SINGLE_STEP;
+    }
+    let mut dropped = 0;
+    // Visit only the slots that fired: usually exactly one.
+    let mut pending = fired;
+    while let Some(slot) = Slot::new(pending.trailing_zeros() as usize) {
+        pending &= !slot.bit();
+        let Some((token, addr)) = loaded.piece_in(slot) else { continue };
+        let record = HitRecord {
+            token,
+            rip: info.rip,
+            addr,
+            context: info.context,
+            timestamp: info.timestamp,
+            cpu,
+            flags: flags | if exec & slot.bit() != 0 { HIT_EXEC } else { 0 },
+        };
+        // SAFETY: single producer, from this function's contract.
+        if !unsafe { ring.push(record) } {
+            dropped |= slot.bit();
+        }
+    }
+    dropped
+}
+
 impl CpuDebugState {
     /// Decode DR6, queue a hit record for each slot that fired, clear DR6.
     ///
@@ -85,62 +192,25 @@ impl CpuDebugState {
         ring: &HitRing<N>,
         info: &TrapInfo,
     ) -> DebugVerdict {
-        let raw = regs.read_dr6();
-        // B bits may be set for disabled slots (SDM 18.2.3): only slots we
-        // loaded count.
-        let loaded = self.loaded();
-        let ours = Dr6Status::decode(raw).slots & loaded.used_slots();
-        // SAFETY: single producer on `ring`, from this function's contract.
-        let dropped = if ours == 0 { 0 } else { unsafe { self.record_hits(ours, raw, ring, info) } };
-        // The processor never clears B0-B3 or BS itself.
-        regs.write_dr6(dr6::CLEAR);
-
-        // The verdict is derived after the records are queued, so that the
-        // loop above keeps few values live (this is the per-hit hot path).
-        let status = Dr6Status::decode(raw);
-        DebugVerdict {
-            hits: ours,
-            dropped,
-            spurious: status.slots & !loaded.used_slots(),
-            set_resume_flag: ours & loaded.exec_slots() != 0,
-            single_step: status.single_step,
-            other: status.debug_register_access || status.task_switch,
-        }
+        // SAFETY: forwarded.
+        unsafe { self.handle_debug_exception_counting(regs, ring, &SlotHits::new(), info) }
     }
 
-    /// Queue one record per slot in `fired` (slots that are loaded); returns
-    /// the slots whose record the full ring dropped.
+    /// [`handle_debug_exception`](Self::handle_debug_exception), and one
+    /// more hit in `hits` for every register that fired, whether or not
+    /// its record fits in the ring: counts never depend on records.
     ///
     /// # Safety
-    /// As for [`CpuDebugState::handle_debug_exception`].
-    #[inline(always)]
-    unsafe fn record_hits<const N: usize>(&self, fired: u8, dr6: u64, ring: &HitRing<N>, info: &TrapInfo) -> u8 {
-        let loaded = self.loaded();
-        let mut flags = if info.user_mode { 0 } else { HIT_KERNEL_MODE };
-        if Dr6Status::decode(dr6).single_step {
-            flags |= HIT_WITH_SINGLE_STEP;
-        }
-        let mut dropped = 0;
-        // Visit only the slots that fired: usually exactly one.
-        let mut pending = fired;
-        while let Some(slot) = Slot::new(pending.trailing_zeros() as usize) {
-            pending &= !slot.bit();
-            let Some(l) = loaded.slot(slot) else { continue };
-            let record = HitRecord {
-                token: l.token,
-                rip: info.rip,
-                addr: l.piece.addr(),
-                context: info.context,
-                timestamp: info.timestamp,
-                cpu: self.cpu(),
-                flags: flags | if loaded.exec_slots() & slot.bit() != 0 { HIT_EXEC } else { 0 },
-            };
-            // SAFETY: single producer, from this function's contract.
-            if !unsafe { ring.push(record) } {
-                dropped |= slot.bit();
-            }
-        }
-        dropped
+    /// As for `handle_debug_exception`.
+    pub unsafe fn handle_debug_exception_counting<R: DebugRegs, const N: usize>(
+        &self,
+        regs: &mut R,
+        ring: &HitRing<N>,
+        hits: &SlotHits,
+        info: &TrapInfo,
+    ) -> DebugVerdict {
+        // SAFETY: forwarded.
+        unsafe { handle_debug_exception_in(self.loaded(), self.cpu(), regs, ring, hits, info) }
     }
 }
 
@@ -257,5 +327,52 @@ mod tests {
         assert_eq!(v.hits, 0b0011);
         assert_eq!(v.dropped, 0b0010);
         assert_eq!(ring.dropped(), 1);
+    }
+
+    #[test]
+    fn every_fired_register_is_counted_even_when_the_ring_drops_its_record() {
+        let (cpu, mut regs) = armed();
+        let ring = HitRing::<1>::new();
+        let hits = SlotHits::new();
+        for _ in 0..5 {
+            regs.dr6 = dr6::CLEAR | 0b0010;
+            unsafe { cpu.handle_debug_exception_counting(&mut regs, &ring, &hits, &USER) };
+        }
+        regs.dr6 = dr6::CLEAR | 0b1100;
+        unsafe { cpu.handle_debug_exception_counting(&mut regs, &ring, &hits, &USER) };
+        assert_eq!(ring.dropped(), 4);
+        assert_eq!(hits.take(Slot::new(1).unwrap()), 5, "all five hits, though four records were dropped");
+        assert!(!hits.any(), "stale B bits of unloaded registers count nothing");
+    }
+
+    #[test]
+    fn the_published_view_gives_the_same_records_as_the_state_after_every_change() {
+        let published: &'static crate::PublishedLoad = std::boxed::Box::leak(std::boxed::Box::new(crate::PublishedLoad::new()));
+        let (mut cpu, mut regs) = armed();
+        cpu.publish_to(published);
+        let other = ContextPlan::from_pieces([ContextPiece {
+            piece: Piece::new(0x7000, Len::Four, Access::ReadWrite).unwrap(),
+            token: 77,
+            cpu: CpuFilter::Any,
+        }])
+        .unwrap();
+        for step in 0..4 {
+            match step {
+                1 => cpu.switch_to(&mut regs, Some(&other)),
+                2 => cpu.switch_to(&mut regs, None),
+                3 => cpu.forget_loaded(),
+                _ => {}
+            }
+            for bits in 0..16u64 {
+                let (a, b) = (HitRing::<8>::new(), HitRing::<8>::new());
+                regs.dr6 = dr6::CLEAR | bits;
+                let va = unsafe { handle_debug_exception_in(cpu.loaded(), cpu.cpu(), &mut regs, &a, &SlotHits::new(), &USER) };
+                regs.dr6 = dr6::CLEAR | bits;
+                let vb = unsafe { handle_debug_exception_in(published, cpu.cpu(), &mut regs, &b, &SlotHits::new(), &USER) };
+                assert_eq!(va, vb, "step {step}, B bits {bits:#b}");
+                assert_eq!(drain(&a), drain(&b), "step {step}, B bits {bits:#b}");
+                assert_eq!(published.dr7(), cpu.loaded().dr7());
+            }
+        }
     }
 }

@@ -112,6 +112,36 @@ fn mov_ss_then_syscall(s: &Session) -> Check {
     r
 }
 
+/// A kernel variable the #DB handler itself writes (hwbp's readiness flag)
+/// watched through a CPU plan, then a kernel-mode hit: the handler runs
+/// with DR7 clear, so its own store does not trap inside it (a nested #DB
+/// on the same IST stack would overwrite the outer frame). The kernel must
+/// survive and record the kernel-mode hit.
+fn handler_state_watched(s: &Session, cpu0: &Fd, flag: u64) -> Check {
+    let clock = addr_of(&raw mut crate::CLOCK);
+    let mut plan = [0u8; CPU_PLAN_SIZE];
+    plan[3 * RAW_PIECE_SIZE..].copy_from_slice(&piece(flag, 0x6200, 1, hwbp_kern::abi::ACCESS_WRITE).to_bytes());
+    cpu0.write(&plan).map_err(|e| errno_msg("arm cpu-0 on the readiness flag", e))?;
+    write_plan(&s.dbg, &[piece(clock, 0x6201, 8, hwbp_kern::abi::ACCESS_WRITE)]).map_err(|e| errno_msg("arm", e))?;
+    drain(&s.control)?;
+    // SAFETY: CLOCK is 8-aligned with room for a TimeSpec.
+    let ts = unsafe { &mut *(clock as *mut syscall::TimeSpec) };
+    let r = syscall::clock_gettime(syscall::CLOCK_MONOTONIC, ts).map_err(|e| errno_msg("clock_gettime", e.errno));
+    let hits = drain(&s.control);
+    write_plan(&s.dbg, &[]).map_err(|e| errno_msg("clear", e))?;
+    cpu0.write(&[0u8; CPU_PLAN_SIZE]).map_err(|e| errno_msg("clear cpu-0", e))?;
+    r?;
+    let hits = hits?;
+    let kernel_hit = hits
+        .as_slice()
+        .iter()
+        .any(|h| h.token == 0x6201 && h.flags & hwbp_kern::abi::HIT_KERNEL_MODE != 0);
+    if !kernel_hit {
+        fail!("no kernel-mode record of the watched clock buffer ({} records)", hits.as_slice().len());
+    }
+    Ok(())
+}
+
 pub fn group_attacks(t: &mut Tally, s: &Session) {
     let env = Env::read();
     let cpu0 = match dup(s.control.raw(), "cpu-0") {
@@ -138,5 +168,11 @@ pub fn group_attacks(t: &mut Tally, s: &Session) {
     check!(t, deny("BSP_IDT", watch_at, 8), "attacks: a watch on CPU 0's IDT is EINVAL");
     check!(t, deny("DEBUG_STACK", watch_at, (4096 << 2) - 64), "attacks: a watch on CPU 0's #DB stack is EINVAL");
     check!(t, deny("BACKUP_STACK", watch_at, (4096 << 4) - 64), "attacks: a watch on the NMI/#DF/#MC stack is EINVAL");
+    let flag = env.as_ref().ok().and_then(|e| e.symbol("READINESS").ok());
+    let watched_handler = match flag {
+        Some(flag) => handler_state_watched(s, &cpu0, flag),
+        None => Err(Line::default()),
+    };
+    check!(t, watched_handler, "attacks: a watch on a variable the #DB handler writes, then a kernel-mode hit: recorded, no nested #DB");
     check!(t, mov_ss_then_syscall(s), "attacks: mov ss from a watched variable, then syscall: one record, the process survives");
 }

@@ -52,7 +52,7 @@ pub static mut VAR_A: Area = Area([0; 256]);
 pub static mut VAR_B: Area = Area([0; 256]);
 pub static mut VAR_C: Area = Area([0; 256]);
 pub static mut VAR_D: Area = Area([0; 256]);
-static mut CLOCK: Area = Area([0; 256]);
+pub static mut CLOCK: Area = Area([0; 256]);
 
 /// Offset of the watched address inside an area (room on both sides).
 const AT: u64 = 64;
@@ -462,6 +462,7 @@ extern "C" fn selftest_main() -> ! {
             s = thread::group_close(&mut t, s, &mut infra);
             attacks::group_attacks(&mut t, &s);
             process::group_process(&mut t, &s, &infra);
+            process::group_counts(&mut t, &s);
             // Last: it leaves CPU 0's `dropped` counter non-zero for good.
             stream::group_stream(&mut t, &s);
             drop(s);

@@ -23,11 +23,16 @@ use crate::{addr_of, drain, errno_msg, expect_errno, piece, report, store, write
 const PID_MAIN: u32 = 77;
 const PID_EXIT: u32 = 78;
 const PID_TF: u32 = 79;
+const PID_FLOOD: u32 = 80;
+const PID_QUIET: u32 = 81;
 
 const T_PROC: u64 = 0x7001;
 const T_EXIT: u64 = 0x7002;
 const T_TF: u64 = 0x7003;
 const T_MAIN: u64 = 0x7004;
+const T_FLOOD: u64 = 0x7005;
+const T_QUIET: u64 = 0x7006;
+const T_CPU: u64 = 0x7007;
 
 /// How long we wait for a short-lived context to run and die.
 const DEATH_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -43,6 +48,15 @@ global_asm!(
 store_then_die:
     mov rax, [rip + var_c_addr]
     mov qword ptr [rax], 1
+    ud2
+    .global flood_then_die
+flood_then_die:
+    mov rax, [rip + var_c_addr]
+    mov rcx, 1000
+2:
+    mov qword ptr [rax], rcx
+    dec rcx
+    jnz 2b
     ud2
     .global step_store_then_die
 step_store_then_die:
@@ -66,6 +80,9 @@ short_stack_3:
     .skip 16384
     .global short_stack_4
 short_stack_4:
+    .skip 16384
+    .global short_stack_5
+short_stack_5:
     .section .data.var_c_addr, "aw"
     .p2align 3
     .global var_c_addr
@@ -77,10 +94,12 @@ var_c_addr:
 unsafe extern "C" {
     fn store_then_die();
     fn step_store_then_die();
+    fn flood_then_die();
     static short_stack_1: u8;
     static short_stack_2: u8;
     static short_stack_3: u8;
     static short_stack_4: u8;
+    static short_stack_5: u8;
     static mut var_c_addr: u64;
 }
 
@@ -315,4 +334,100 @@ pub fn group_process(t: &mut Tally, s: &Session, infra: &Infra) {
         Ok(())
     })();
     check!(t, tf, "process: TF + watch in one #DB: recorded with HIT_WITH_SINGLE_STEP, the context dies; DR6 was cleared (our next hit is plain, we live)");
+}
+
+/// Count records `{token, hits}` of a `pid-<pid>` or `cpu-<n>` read, from
+/// byte `from` on.
+fn counts_in(bytes: &[u8], from: usize, token: u64) -> u64 {
+    bytes
+        .get(from..)
+        .unwrap_or(&[])
+        .chunks_exact(16)
+        .filter(|r| u64::from_le_bytes(r[..8].try_into().unwrap_or([0; 8])) == token)
+        .map(|r| u64::from_le_bytes(r[8..].try_into().unwrap_or([0; 8])))
+        .sum()
+}
+
+fn read_counts(fd: &Fd, token: u64) -> Result<u64, Line> {
+    let mut buf = [0u8; 16 * 64];
+    let n = fd.read(&mut buf).map_err(|e| errno_msg("read counts", e))?;
+    if n % 16 != 0 {
+        fail!("a count read of {n} bytes, not whole records");
+    }
+    Ok(counts_in(&buf[..n], 0, token))
+}
+
+/// Exact counts: a flood of hits from one process fills the CPU's record
+/// ring, and another process's three stores still count three (their
+/// records were dropped); the flood counts every one of its 1,000 stores,
+/// read after it exited; a CPU plan's piece counts too.
+pub fn group_counts(t: &mut Tally, s: &Session) {
+    let c = addr_of(&raw mut VAR_C);
+    let a = addr_of(&raw mut VAR_A);
+    let flood = (|| -> Check {
+        set_attrs(&s.ctx, Some(PID_QUIET), None)?;
+        let quiet = open_pid(&s.control, PID_QUIET).map_err(|e| errno_msg("pid-81", e))?;
+        write_plan(&quiet, &[piece(a, T_QUIET, 8, ACCESS_WRITE)]).map_err(|e| errno_msg("write pid-81", e))?;
+        let t7 = thread::new_context(&s.ctx, flood_then_die as unsafe extern "C" fn() as usize, &raw const short_stack_5 as usize)?;
+        set_attrs(&t7, Some(PID_FLOOD), None)?;
+        let loud = open_pid(&s.control, PID_FLOOD).map_err(|e| errno_msg("pid-80", e))?;
+        write_plan(&loud, &plan_of(T_FLOOD)).map_err(|e| errno_msg("write pid-80", e))?;
+        drain(&s.control)?;
+        read_counts(&quiet, T_QUIET)?;
+        thread::start(&t7)?;
+        wait_plan_cleared(&t7)?;
+        // The ring (256 records) is full of the flood's records now: ours
+        // are dropped, but counted.
+        for _ in 0..3 {
+            // SAFETY: our static.
+            unsafe { store(a, 8) };
+        }
+        sys::yield_now();
+        let quiet_hits = read_counts(&quiet, T_QUIET)?;
+        let loud_hits = read_counts(&loud, T_FLOOD)?;
+        let mut records = 0usize;
+        let mut ours = 0usize;
+        loop {
+            let (h, n) = hits_and_events(&s.control)?;
+            if n == 0 {
+                break;
+            }
+            records += h[..n].iter().filter(|r| r.flags & HIT_EVENT == 0).count();
+            ours += h[..n].iter().filter(|r| r.token == T_QUIET).count();
+        }
+        if quiet_hits != 3 || loud_hits != 1000 {
+            fail!("counted {quiet_hits} of our 3 stores and {loud_hits} of the flood's 1000 ({records} records reached us, {ours} ours)");
+        }
+        if records >= 1003 {
+            fail!("every record arrived ({records}): the ring never overflowed, the check proves nothing");
+        }
+        let mut buf = [0u8; 16 * 4];
+        expect_errno(loud.read(&mut buf).map(|_| ()), syscall::ESRCH).map_err(|m| crate::prefix("read after the last counts", m))?;
+        Ok(())
+    })();
+    check!(t, flood, "counts: 1,000 hits of one process overflow the record ring; another's 3 stores still count exactly 3, the flood exactly 1,000 (read after its exit)");
+
+    let cpu = (|| -> Check {
+        let cpu0 = dup(s.control.raw(), "cpu-0").map_err(|e| errno_msg("dup cpu-0", e))?;
+        let b = addr_of(&raw mut crate::VAR_B);
+        let mut plan = [0u8; hwbp_kern::abi::CPU_PLAN_SIZE];
+        plan[RAW_PIECE_SIZE..2 * RAW_PIECE_SIZE].copy_from_slice(&piece(b, T_CPU, 4, ACCESS_WRITE).to_bytes());
+        cpu0.write(&plan).map_err(|e| errno_msg("arm cpu-0", e))?;
+        for _ in 0..5 {
+            // SAFETY: our static.
+            unsafe { store(b, 4) };
+        }
+        let mut buf = [0u8; 120 + 16 * 8];
+        let n = cpu0.read(&mut buf).map_err(|e| errno_msg("read cpu-0", e))?;
+        let first = counts_in(&buf[..n], 120, T_CPU);
+        let n = cpu0.read(&mut buf).map_err(|e| errno_msg("read cpu-0", e))?;
+        let again = counts_in(&buf[..n], 120, T_CPU);
+        cpu0.write(&[0u8; hwbp_kern::abi::CPU_PLAN_SIZE]).map_err(|e| errno_msg("clear cpu-0", e))?;
+        drain(&s.control)?;
+        if first != 5 || again != 0 {
+            fail!("cpu-0 counted {first} of 5 stores, then {again} more");
+        }
+        Ok(())
+    })();
+    check!(t, cpu, "counts: a CPU plan's piece counts 5 stores exactly in the cpu-0 read, then 0 (read and reset)");
 }
