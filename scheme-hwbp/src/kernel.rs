@@ -5,16 +5,19 @@
 //!
 //! The kernel holds no policy: `hwbpd` hands it finished plans (one
 //! [`ContextPlan`] per task, one [`CpuPlan`] per CPU) that already fit, and
-//! reads back hit records and task exits. A backend never decides what to
-//! arm; it only applies what it is given, at once for tasks and CPUs that
-//! are running (so a plan that disarms is in force when the call returns).
+//! reads back three things: exact hit counts per piece (what `value` is
+//! made of), hit records (what the events streams carry; the kernel may
+//! drop some, never a count), and the ends of task plans (exit, identity
+//! change). A backend never decides what to arm; it only applies what it is
+//! given, at once for tasks and CPUs that are running (so a plan that
+//! disarms is in force when the call returns).
 
 use core::fmt;
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use hwbp_kern::abi::HitRecord;
-use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
+use hwbp_kern::{ContextPlan, CpuId, CpuPlan, Token};
 
 /// A process id, as the kernel numbers processes. All threads of a process
 /// share it, and a task plan applies to all of them.
@@ -29,6 +32,34 @@ pub struct TaskInfo {
     pub pid: Pid,
     /// Effective uid of the task.
     pub uid: Uid,
+}
+
+/// Hits the kernel counted for one piece (by its token) since the last
+/// [`Kernel::take_counts`]: every hit, whether or not its record reached
+/// `hwbpd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PieceCount {
+    pub token: Token,
+    pub hits: u64,
+}
+
+/// Why a task's plan ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The task's last thread exited.
+    Exit,
+    /// A thread's effective uid or gid changed (a set-uid or set-gid exec,
+    /// `setresuid`). The kernel dropped the plan from every thread,
+    /// whoever armed it; the task lives on. `hwbpd` ends the breakpoints of
+    /// owners other than root and arms the others again.
+    Identity,
+}
+
+/// A task whose plan the kernel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskEnd {
+    pub pid: Pid,
+    pub reason: EndReason,
 }
 
 /// Why the kernel refused a request. The scheme maps these to errno.
@@ -61,28 +92,49 @@ pub trait Kernel {
     /// The task `pid`, if it exists and has not exited.
     fn task(&self, pid: Pid) -> Result<TaskInfo, KernelError>;
 
-    /// Replace the plan of every thread of `pid` (an empty plan disarms).
-    /// In force on every CPU the task runs on when the call returns.
+    /// Replace the plan of every thread of `pid`, the ones it creates later
+    /// included (an empty plan disarms). In force on every CPU the task runs
+    /// on when the call returns. Once the kernel ended the task's plan,
+    /// `NoSuchTask` until that end is reported ([`Kernel::take_ends`]);
+    /// after it, a plan arms the task afresh if it still exists: never a
+    /// later process that got the same pid through an earlier attachment.
+    ///
+    /// The first call for a task, even with an empty plan, starts following
+    /// it: its end is reported until [`Kernel::release_task`].
     fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError>;
+
+    /// `hwbpd` holds no breakpoint on `pid` any more: disarm its threads
+    /// and stop following the task (no end of it will be reported). Until
+    /// then the backend follows the task even while its plan is empty (all
+    /// its breakpoints disabled or rotated out), so that its exit or
+    /// identity change still ends them.
+    fn release_task(&mut self, pid: Pid);
 
     /// Replace the cpu-wide plan of `cpu`. In force when the call returns.
     fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError>;
 
+    /// Append the hits the kernel counted since the last call, per piece
+    /// token, over every task and CPU plan (pieces removed since included,
+    /// and the last counts of plans that ended). Exact: the kernel counts
+    /// every hit, however many records it dropped. A count for a piece
+    /// that is running may lag by one scheduler tick.
+    fn take_counts(&mut self, out: &mut Vec<PieceCount>);
+
     /// Move up to `out.len()` queued hit records (oldest first, from every
-    /// CPU) into `out`; returns how many. Never allocates.
+    /// CPU) into `out`; returns how many. Never allocates. The kernel may
+    /// have dropped records (its queue was full): they still count (see
+    /// [`Kernel::take_counts`]).
     fn drain_hits(&mut self, out: &mut [HitRecord]) -> usize;
 
     /// The process a hit record's `context` belongs to. Must still answer
     /// for records drained after the task exited.
     fn context_pid(&self, context: u64) -> Option<Pid>;
 
-    /// Hit records the kernel dropped because its own queue was full
-    /// (since start); they reach no breakpoint.
-    fn dropped_hits(&self) -> u64;
-
-    /// Tasks that exited since the last call, in exit order. Hits they
-    /// caused before exiting are drained before the exit is reported.
-    fn take_exits(&mut self, out: &mut Vec<Pid>);
+    /// Append the tasks whose plan ended since the last call, in order.
+    /// An end is reported after the hit records queued before it (drain
+    /// the records first), and the task's last counts are in the next
+    /// [`Kernel::take_counts`].
+    fn take_ends(&mut self, out: &mut Vec<TaskEnd>);
 
     /// Monotonic time in nanoseconds, on the clock hit timestamps use.
     fn now_ns(&self) -> u64;
@@ -100,13 +152,14 @@ macro_rules! forward_kernel {
         fn set_task_plan(&mut $self_, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
             $inner_mut.set_task_plan(pid, plan)
         }
+        fn release_task(&mut $self_, pid: Pid) { $inner_mut.release_task(pid) }
         fn set_cpu_plan(&mut $self_, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
             $inner_mut.set_cpu_plan(cpu, plan)
         }
+        fn take_counts(&mut $self_, out: &mut Vec<PieceCount>) { $inner_mut.take_counts(out) }
         fn drain_hits(&mut $self_, out: &mut [HitRecord]) -> usize { $inner_mut.drain_hits(out) }
         fn context_pid(&$self_, context: u64) -> Option<Pid> { $inner.context_pid(context) }
-        fn dropped_hits(&$self_) -> u64 { $inner.dropped_hits() }
-        fn take_exits(&mut $self_, out: &mut Vec<Pid>) { $inner_mut.take_exits(out) }
+        fn take_ends(&mut $self_, out: &mut Vec<TaskEnd>) { $inner_mut.take_ends(out) }
         fn now_ns(&$self_) -> u64 { $inner.now_ns() }
         fn disarm_all(&mut $self_) { $inner_mut.disarm_all() }
     };

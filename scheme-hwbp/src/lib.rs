@@ -7,10 +7,11 @@ pub mod kernel;
 pub mod scheme;
 pub mod sim;
 pub mod stream;
+pub mod tally;
 pub mod usage;
 
 pub use inproc::InProcess;
-pub use kernel::{Kernel, KernelError, Pid, TaskInfo, Uid};
+pub use kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, TaskInfo, Uid};
 pub use scheme::{Config, FeventNotice, HwbpScheme};
 pub use sim::SimKernel;
 

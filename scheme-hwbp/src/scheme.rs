@@ -20,6 +20,12 @@
 //! Every call that changes what is armed pushes the changed plans to the
 //! kernel before it returns (`close` disarms before it returns).
 //!
+//! Counts (contract 7): `value` is made of the kernel's exact per-piece
+//! counts ([`Kernel::take_counts`]), never of hit records, which only feed
+//! the events streams; `lost` is what the breakpoint's records should have
+//! been (value / period) minus those that reached its ring, plus what its
+//! ring dropped. See `Tally`.
+//!
 //! Every refusal goes through `HwbpScheme::refuse`, which logs one line
 //! with the operation, the errno and why.
 
@@ -43,8 +49,9 @@ use syscall::flag::{EventFlags, F_GETFL, F_SETFL, MODE_FILE, O_NONBLOCK};
 use syscall::schemev2::NewFdFlags;
 use syscall::{Stat, EVENT_READ};
 
-use crate::kernel::{Kernel, KernelError, Pid, Uid};
+use crate::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, Uid};
 use crate::stream::EventRing;
+use crate::tally::Tally;
 use crate::usage::{OverCap, Usage};
 
 /// The handle number `scheme_root` returns.
@@ -87,13 +94,18 @@ struct Breakpoint {
     path: OpenPath,
     owner: Uid,
     enabled: bool,
-    /// Hits counted since open or the last `reset`.
-    value: u64,
+    /// Hits and records since open or the last `reset`: `value`, `lost`
+    /// and hit numbers.
+    tally: Tally,
     ring: EventRing,
     /// The breakpoint handle is still open (else: closed, engine forgot it).
     open: bool,
-    /// The task exited: no more hits, the stream ends after the last record.
+    /// The task exited, or changed identity under a non-root owner: no
+    /// more hits, the stream ends after the last record.
     ended: bool,
+    /// The engine still knows it (an identity change closes it there
+    /// early: the owner lost the right to watch the task).
+    in_engine: bool,
     /// Event-stream handles open on it: readiness for this breakpoint
     /// walks these, never the handles of anyone else (contract 7).
     streams: FxHashSet<usize>,
@@ -135,7 +147,15 @@ pub struct HwbpScheme<K: Kernel> {
     usage: Usage,
     notices: Vec<FeventNotice>,
     hit_buf: Box<[HitRecord]>,
-    exit_buf: Vec<Pid>,
+    count_buf: Vec<PieceCount>,
+    end_buf: Vec<TaskEnd>,
+    /// Number of the current `collect` (a breakpoint's tally notes the
+    /// first time each collect touches it).
+    epoch: u64,
+    /// Live (open, not ended) breakpoints on each task: the backend follows
+    /// a task while this holds it, even with an empty plan, so that its end
+    /// is reported (`Kernel::release_task` when it drops to none).
+    task_holds: FxHashMap<Pid, usize>,
     last_rotation: u64,
     /// Pieces in each CPU's plan as last pushed to the kernel.
     pushed_cpu_len: Vec<usize>,
@@ -241,7 +261,10 @@ impl<K: Kernel> HwbpScheme<K> {
             usage,
             notices: Vec::new(),
             hit_buf: vec![HitRecord::ZERO; HIT_BATCH].into_boxed_slice(),
-            exit_buf: Vec::new(),
+            count_buf: Vec::new(),
+            end_buf: Vec::new(),
+            epoch: 0,
+            task_holds: FxHashMap::default(),
             last_rotation: now,
             pushed_cpu_len: vec![0; kernel_cpus as usize],
         }
@@ -307,22 +330,51 @@ impl<K: Kernel> HwbpScheme<K> {
 
     // ---- kernel side: hits, exits, rotation --------------------------
 
-    /// Move every queued hit record from the kernel into counts and event
-    /// rings, then end the breakpoints of tasks that exited. The Redox
-    /// main loop calls this when the kernel's hit stream is readable; every
-    /// read and [`HwbpScheme::tick`] call it too. Returns the hits routed.
+    /// Move the kernel's counts into values, every queued hit record into
+    /// event rings, then end the breakpoints of tasks whose plan ended. The
+    /// Redox main loop calls this when the kernel's hit stream is readable;
+    /// every read and [`HwbpScheme::tick`] call it too. Returns the records
+    /// routed to a breakpoint as a hit.
     pub fn collect(&mut self) -> u64 {
-        // Exits first: every hit of a task that exited before this point is
-        // already queued, so it is routed before its breakpoints end.
-        let mut exits = std::mem::take(&mut self.exit_buf);
-        self.kernel.take_exits(&mut exits);
+        self.epoch = self.epoch.wrapping_add(1);
+        // Counts before records: a hit the kernel counted has had its
+        // record queued (or dropped) already, so `lost` never counts a
+        // record that is only on its way.
+        self.apply_counts();
         let routed = self.drain_hits();
-        for &pid in &exits {
-            self.end_task(pid);
+        // Ends after the records: the kernel queues a task's last records
+        // before its end, so they reach the breakpoints first.
+        let mut ends = std::mem::take(&mut self.end_buf);
+        self.kernel.take_ends(&mut ends);
+        if !ends.is_empty() {
+            // The ended plans' last counts.
+            self.apply_counts();
         }
-        exits.clear();
-        self.exit_buf = exits;
+        for (i, end) in ends.iter().enumerate() {
+            // An identity change followed by the exit: nothing to re-arm.
+            let exits_later = ends[i + 1..].iter().any(|e| e.pid == end.pid && e.reason == EndReason::Exit);
+            self.end_task(*end, exits_later);
+        }
+        ends.clear();
+        self.end_buf = ends;
         routed
+    }
+
+    /// Add the kernel's counts since the last call to the breakpoints each
+    /// piece counts for (its running users: `Engine::route`).
+    fn apply_counts(&mut self) {
+        let mut counts = std::mem::take(&mut self.count_buf);
+        self.kernel.take_counts(&mut counts);
+        for c in &counts {
+            for &id in self.engine.route(c.token) {
+                let Some(bp) = self.bps.get_mut(&id) else { continue };
+                if bp.enabled && !bp.finished() {
+                    bp.tally.count(c.hits, self.epoch);
+                }
+            }
+        }
+        counts.clear();
+        self.count_buf = counts;
     }
 
     fn drain_hits(&mut self) -> u64 {
@@ -347,7 +399,12 @@ impl<K: Kernel> HwbpScheme<K> {
         let mut routed = 0;
         for &id in self.engine.route(hit.token) {
             let Some(bp) = self.bps.get_mut(&id) else { continue };
-            if !bp.enabled || bp.finished() || (kernel_mode && !bp.path.options.kernel) {
+            if !bp.enabled || bp.finished() {
+                continue;
+            }
+            if kernel_mode && !bp.path.options.kernel {
+                // The kernel counts every mode; this one counts user mode.
+                bp.tally.exclude(self.epoch);
                 continue;
             }
             // One access that hits several pieces of a split breakpoint
@@ -358,13 +415,12 @@ impl<K: Kernel> HwbpScheme<K> {
             let same_exception = bp.last_exception.is_some_and(|(e, token)| e == exception && token != hit.token);
             bp.last_exception = Some((exception, hit.token));
             if same_exception {
+                // The kernel counted it once per piece: take one back.
+                bp.tally.exclude(self.epoch);
                 continue;
             }
-            bp.value += 1;
             routed += 1;
-            if bp.value % bp.path.options.period.get() != 0 {
-                continue;
-            }
+            let Some(hit_number) = bp.tally.record(bp.path.options.period.get(), self.epoch) else { continue };
             let before = bp.ring.len();
             let pushed = bp.ring.push(EventRecord {
                 id,
@@ -374,7 +430,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 pid: u64::from(*pid.get_or_insert_with(|| kernel.context_pid(hit.context).unwrap_or(0))),
                 cpu: u64::from(hit.cpu),
                 timestamp_ns: hit.timestamp,
-                hit: bp.value,
+                hit: hit_number,
             });
             if pushed.is_err() {
                 // Counted in `lost`; one line per record would flood the log.
@@ -413,22 +469,79 @@ impl<K: Kernel> HwbpScheme<K> {
         }
     }
 
-    fn end_task(&mut self, pid: Pid) {
+    /// The kernel ended `end.pid`'s plan. An exit ends every breakpoint on
+    /// the task. An identity change (contract 7) ends those of owners other
+    /// than root, as an exit would; root's are armed again (the kernel
+    /// dropped them too), unless the task also exited (`exits_later`).
+    fn end_task(&mut self, end: TaskEnd, exits_later: bool) {
+        let TaskEnd { pid, reason } = end;
         let now = self.kernel.now_ns();
-        // The engine keeps ended breakpoints (times frozen) until closed.
-        for id in self.engine.task_exited(pid, now) {
+        let ended: Vec<BpId> = match reason {
+            // The engine keeps ended breakpoints (times frozen) until closed.
+            EndReason::Exit => self.engine.task_exited(pid, now),
+            EndReason::Identity => {
+                let mut ids: Vec<BpId> = self
+                    .bps
+                    .iter()
+                    .filter(|(_, b)| !b.finished() && b.owner != ROOT_UID && task_of(b.path.target) == Some(pid))
+                    .map(|(&id, _)| id)
+                    .collect();
+                ids.sort_unstable();
+                ids
+            }
+        };
+        for id in ended {
             let times = self.engine.times(id, now);
+            if reason == EndReason::Identity {
+                // The owner may no longer watch the task: the engine lets
+                // its slots go now; the scheme keeps its state until closed.
+                if let Err(e) = self.engine.close(id, now) {
+                    log::error!("hwbpd: identity change of task {pid}: engine: breakpoint {id}: {e}");
+                }
+            }
             let Some(bp) = self.bps.get_mut(&id) else { continue };
             bp.final_times = times.or(bp.final_times);
+            if reason == EndReason::Identity {
+                bp.in_engine = false;
+            }
             if !bp.ended {
                 bp.ended = true;
+                if bp.open {
+                    Self::release_hold(&mut self.task_holds, pid);
+                }
                 // Readable: the stream ends (read returns 0 when empty).
                 Self::notify_streams(&self.handles, &mut self.notices, id, &bp.streams);
             }
         }
-        if let Err(e) = self.apply_changes(now) {
-            log::error!("hwbpd: exit of task {pid}: pushing plans failed: {}", e.why);
+        let survivors = reason == EndReason::Identity && !exits_later && self.task_holds.contains_key(&pid);
+        if reason == EndReason::Exit || exits_later {
+            self.task_holds.remove(&pid);
         }
+        match reason {
+            EndReason::Exit => log::info!("hwbpd: task {pid} exited: its breakpoints ended"),
+            EndReason::Identity if survivors => {
+                log::info!("hwbpd: task {pid} changed identity: non-root owners' breakpoints ended, root's armed again")
+            }
+            EndReason::Identity => log::info!("hwbpd: task {pid} changed identity: its breakpoints ended"),
+        }
+        if let Err(e) = self.apply_changes(now, survivors.then_some(pid)) {
+            log::error!("hwbpd: end of task {pid}: pushing plans failed: {}", e.why);
+        }
+        if !survivors && !self.task_holds.contains_key(&pid) {
+            // Nothing of ours is left on it (the kernel ended the plan).
+            self.kernel.release_task(pid);
+        }
+    }
+
+    /// One live breakpoint on `pid` fewer; returns whether none is left.
+    fn release_hold(holds: &mut FxHashMap<Pid, usize>, pid: Pid) -> bool {
+        let Some(n) = holds.get_mut(&pid) else { return true };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            holds.remove(&pid);
+            return true;
+        }
+        false
     }
 
     /// The rotation timer: collect hits, let the engine rotate flexible
@@ -438,7 +551,7 @@ impl<K: Kernel> HwbpScheme<K> {
         self.collect();
         let now = self.kernel.now_ns();
         self.last_rotation = now;
-        if let Err(e) = self.apply_changes(now) {
+        if let Err(e) = self.apply_changes(now, None) {
             log::error!("hwbpd: rotation: pushing plans failed: {}", e.why);
         }
     }
@@ -448,9 +561,14 @@ impl<K: Kernel> HwbpScheme<K> {
         self.last_rotation
     }
 
-    /// Run the engine's plan computation and push what changed.
-    fn apply_changes(&mut self, now: u64) -> std::result::Result<(), Refusal> {
-        let PlanChanges { tasks, cpus } = self.engine.tick(now);
+    /// Run the engine's plan computation and push what changed, and the
+    /// plan of `also` even if it did not change (a task to follow from now
+    /// on, or to arm again after the kernel dropped its plan).
+    fn apply_changes(&mut self, now: u64, also: Option<Pid>) -> std::result::Result<(), Refusal> {
+        let PlanChanges { mut tasks, cpus } = self.engine.tick(now);
+        if let Some(pid) = also.filter(|p| !tasks.contains(p)) {
+            tasks.push(pid);
+        }
         self.push_plans(&tasks, &cpus)
     }
 
@@ -613,6 +731,7 @@ impl<K: Kernel> HwbpScheme<K> {
         self.bps.try_reserve(1).map_err(out_of_memory("the breakpoint table"))?;
         self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
         self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
+        self.task_holds.try_reserve(1).map_err(out_of_memory("the task table"))?;
         let now = self.kernel.now_ns();
         let id = self.engine.open(&req, ctx.uid, now)?;
         if let Target::SelfTask = parsed.target {
@@ -626,10 +745,11 @@ impl<K: Kernel> HwbpScheme<K> {
                 path: parsed,
                 owner: ctx.uid,
                 enabled: !options.disabled,
-                value: 0,
+                tally: Tally::default(),
                 ring: EventRing::new(options.ring.get() as usize),
                 open: true,
                 ended: false,
+                in_engine: true,
                 streams: FxHashSet::default(),
                 final_times: None,
                 last_exception: None,
@@ -638,7 +758,14 @@ impl<K: Kernel> HwbpScheme<K> {
             },
         );
         self.usage.add_breakpoint(ctx.uid);
-        if let Err(e) = self.apply_changes(now) {
+        // The first breakpoint on a task makes the backend follow it, even
+        // if nothing of it is armed yet (disabled, or rotated out).
+        let follow = task_of(parsed_target(&self.bps, id)).filter(|pid| {
+            let n = self.task_holds.entry(*pid).or_insert(0);
+            *n += 1;
+            *n == 1
+        });
+        if let Err(e) = self.apply_changes(now, follow) {
             // Nothing the caller did: undo the open.
             self.close_breakpoint(id);
             return Err(e);
@@ -656,11 +783,11 @@ impl<K: Kernel> HwbpScheme<K> {
         let (base_enabled, base_running) = bp.map_or((0, 0), |b| b.times_base);
         let (enabled, running) = (enabled.saturating_sub(base_enabled), running.saturating_sub(base_running));
         CountRecord {
-            value: bp.map_or(0, |b| b.value),
+            value: bp.map_or(0, |b| b.tally.value()),
             time_enabled_ns: enabled,
             time_running_ns: running,
             id,
-            lost: bp.map_or(0, |b| b.ring.lost()),
+            lost: bp.map_or(0, |b| b.tally.undelivered(b.path.options.period.get()).saturating_add(b.ring.lost())),
         }
     }
 
@@ -687,7 +814,7 @@ impl<K: Kernel> HwbpScheme<K> {
             Command::Reset => {
                 let times = self.engine.times(id, now);
                 if let Some(bp) = self.bps.get_mut(&id) {
-                    bp.value = 0;
+                    bp.tally.reset(self.epoch);
                     bp.ring.reset_lost();
                     bp.times_base = times.or(bp.final_times).unwrap_or((0, 0));
                 }
@@ -715,7 +842,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 }
             }
         }
-        self.apply_changes(now)
+        self.apply_changes(now, None)
     }
 
     /// Close a breakpoint: the engine forgets it and the kernel is told
@@ -725,11 +852,21 @@ impl<K: Kernel> HwbpScheme<K> {
         self.collect();
         let now = self.kernel.now_ns();
         let times = self.engine.times(id, now);
-        if let Err(e) = self.engine.close(id, now) {
+        let (in_engine, live_on) = self
+            .bps
+            .get(&id)
+            .map_or((true, None), |b| (b.in_engine, task_of(b.path.target).filter(|_| !b.finished())));
+        if in_engine && let Err(e) = self.engine.close(id, now) {
             log::error!("hwbpd: close of breakpoint {id}: engine: {e}");
         }
-        if let Err(e) = self.apply_changes(now) {
+        if let Err(e) = self.apply_changes(now, None) {
             log::error!("hwbpd: close of breakpoint {id}: pushing plans failed: {}", e.why);
+        }
+        if let Some(pid) = live_on
+            && Self::release_hold(&mut self.task_holds, pid)
+        {
+            // Its last breakpoint: stop following the task.
+            self.kernel.release_task(pid);
         }
         let Some(bp) = self.bps.get_mut(&id) else { return };
         if bp.open {
@@ -834,6 +971,18 @@ impl<K: Kernel> HwbpScheme<K> {
     fn handle(&self, id: usize) -> Option<&Handle> {
         self.handles.get(&id)
     }
+}
+
+/// The task a resolved target watches (`task/<pid>`, `task/<pid>/cpu/<n>`).
+fn task_of(target: Target) -> Option<Pid> {
+    match target {
+        Target::Task(p) | Target::TaskOnCpu { pid: p, .. } => Pid::try_from(p).ok(),
+        Target::Cpu(_) | Target::AllCpus | Target::SelfTask => None,
+    }
+}
+
+fn parsed_target(bps: &FxHashMap<BpId, Breakpoint>, id: BpId) -> Target {
+    bps.get(&id).map_or(Target::AllCpus, |b| b.path.target)
 }
 
 /// The engine scope of a resolved target (`self` was replaced by

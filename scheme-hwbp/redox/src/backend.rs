@@ -4,39 +4,44 @@
 //! Handles it holds (all on the kernel's `proc:` scheme, all dup'ed from
 //! the control handle except the control handle itself):
 //! - `hwbp-control`, opened at start as `/scheme/sys/hwbp-control` (root
-//!   only, one holder; see [`acquire_control`]): the hit stream, read until EAGAIN
-//!   when the event queue says it is readable; closing it (or hwbpd dying)
-//!   disarms everything;
-//! - `cpu-<n>` for every CPU (probed from 0 until ESRCH): CPU plans, and the
-//!   per-CPU `dropped` counter;
-//! - for each task with a non-empty plan, `regs/debug-<id>` for each of its
-//!   threads, whose debug ids a read of `threads-<pid>` lists (the kernel's
-//!   lookup by pid: no procmgr involved).
+//!   only, one holder; see [`acquire_control`]): hit records and events
+//!   (exit, identity change), read until EAGAIN when the event queue says
+//!   it is readable; closing it (or hwbpd dying) disarms everything;
+//! - `cpu-<n>` for every CPU (probed from 0 until ESRCH): CPU plans, and
+//!   their exact counts (the records after byte 120 of a read);
+//! - `pid-<pid>` for every task hwbpd follows (from the first plan set for
+//!   it, even an empty one, until [`Kernel::release_task`] or its end):
+//!   one write arms every thread of the process, the ones it creates later
+//!   included, before their first instruction; a read gives its exact
+//!   counts. No thread handle, no rescan: the kernel follows the threads.
 //!
-//! No notification of new threads or exits exists, so the backend rescans
-//! at most every [`SCAN_INTERVAL_NS`] (driven by the rotation tick and hit
-//! collection): `sys:context` ([`super::contexts`]) for exits (and euids for
-//! permission checks, read fresh at open), and `threads-<pid>` of every
-//! armed task, whose new threads get the plan and whose dead ones are
-//! dropped. A thread created between scans runs unwatched until the next
-//! one, and an exit is reported up to that late. Hit timestamps are TSC
-//! ticks, converted with [`TscClock`]; the daemon feeds it a sample per tick.
+//! A task's plan ends when the kernel says so on the control stream
+//! (`HIT_EVENT` records, after the task's last hit records): its last counts
+//! are read, the handle closed, and a [`TaskEnd`] reported. After an end —
+//! and from the moment a write or read of the handle says ESRCH — the
+//! handle is never written again and no new one is opened for the pid
+//! until the end is reported: a later process that got the pid is never
+//! armed through an earlier attachment. `sys:context` is read only by
+//! [`Kernel::task`] (the euid for the permission check at open).
 //!
-//! All calls go through [`Sys`]: `RedoxSys` on Redox, a model
-//! of the ABI in the tests below.
+//! Hit timestamps are TSC ticks, converted with [`TscClock`]; the daemon
+//! feeds it a sample per tick. All calls go through [`Sys`]: `RedoxSys` on
+//! Redox, a model of the ABI in the tests below.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
-use hwbp_kern::abi::{self, CPU_PLAN_SIZE, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE};
+use hwbp_kern::abi::{
+    self, CPU_PLAN_SIZE, EVENT_EXIT, EVENT_IDENTITY, HIT_EVENT, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE,
+};
 use hwbp_kern::plan::MAX_CONTEXT_PIECES;
 use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
-use syscall::error::{EAGAIN, EINVAL, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
+use syscall::error::{EAGAIN, EBUSY, EINVAL, ENOSPC, EPERM, ESRCH, EWOULDBLOCK};
 
-use super::contexts::{SCAN_INTERVAL_NS, Snapshot};
+use super::contexts::Snapshot;
 use super::sys::{Errno, Sys};
 use super::tsc::{Sample, TscClock};
-use hwbpd::kernel::{Kernel, KernelError, Pid, TaskInfo};
+use hwbpd::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, TaskInfo};
 
 /// The listing of every context, with pid, euid and state.
 pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
@@ -46,21 +51,18 @@ pub const SYS_CONTEXT_PATH: &str = "/scheme/sys/context";
 pub const CONTROL_PATH: &str = "/scheme/sys/hwbp-control";
 /// Upper bound when probing `cpu-<n>` (the loop ends at the first ESRCH).
 const MAX_PROBE: usize = 4096;
-/// Thread ids read from `threads-<pid>` at first; the buffer grows while a
-/// read fills it, up to [`MAX_THREADS`].
-const THREAD_READ_START: usize = 64;
-/// More threads than this in one process are not all armed (logged).
-const MAX_THREADS: usize = 65_536;
-/// Size of one id in a `threads-<pid>` read.
-const THREAD_ID_SIZE: usize = 4;
-/// A CPU handle read with room for the two trailing counters.
-const CPU_READ_SIZE: usize = CPU_PLAN_SIZE + 16;
-/// Offset of `dropped` in that read.
-const CPU_DROPPED_OFFSET: usize = CPU_PLAN_SIZE;
 /// Hit records read from the control handle per `read`.
 const HIT_READ_BATCH: usize = 256;
 /// Largest encoded context plan.
 const MAX_PLAN_BYTES: usize = MAX_CONTEXT_PIECES * RAW_PIECE_SIZE;
+/// A count record: `token` u64, `hits` u64 (ABI "Counts").
+pub const COUNT_RECORD_SIZE: usize = 16;
+/// Where a `cpu-<n>` read's count records start: the plan and three
+/// counters (`dropped`, `pending`, `refused`).
+pub const CPU_COUNTS_OFFSET: usize = CPU_PLAN_SIZE + 24;
+/// Count records read per `read` of a `pid-<pid>` or `cpu-<n>` handle; a
+/// read that fills the buffer is followed by another.
+const COUNT_READ_BATCH: usize = 64;
 
 /// Why the backend could not start.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,12 +87,13 @@ pub fn acquire_control<S: Sys>(sys: &S) -> Result<S::Fd, StartError> {
     })
 }
 
-/// A task with a non-empty plan: the plan as last written, and the
-/// `regs/debug-<id>` handle of each thread it was written through, by
-/// debug id.
-struct ArmedTask<F> {
+/// A task hwbpd follows: its `pid-<pid>` handle and the plan last written.
+struct Followed<F> {
+    fd: F,
     bytes: Vec<u8>,
-    threads: BTreeMap<u32, F>,
+    /// The kernel ended the plan (a read or write said ESRCH): its end
+    /// event is on its way; nothing is written through it any more.
+    ended: bool,
 }
 
 /// The Redox kernel, through the hwbp proc: handles. See the module docs.
@@ -98,9 +101,11 @@ pub struct RedoxKernel<S: Sys> {
     sys: S,
     control: S::Fd,
     cpus: Vec<S::Fd>,
-    tasks: BTreeMap<Pid, ArmedTask<S::Fd>>,
-    snapshot: Snapshot,
-    last_scan_ns: u64,
+    tasks: BTreeMap<Pid, Followed<S::Fd>>,
+    /// Counts read outside `take_counts` (an ended plan's last ones, a
+    /// read before a retried write), handed out by the next call.
+    pending_counts: Vec<PieceCount>,
+    ends: Vec<TaskEnd>,
     clock: TscClock,
     read_buf: Vec<u8>,
     /// Last control-read error logged (a persisting one is logged once).
@@ -114,10 +119,26 @@ fn refused(pid: Pid, errno: Errno) -> KernelError {
         ENOSPC => "no room for the plan beside a CPU plan (ENOSPC)",
         EINVAL => "the plan did not decode (EINVAL)",
         EPERM => "the control handle does not allow it (EPERM)",
+        EBUSY => "another pid handle of the process is open (EBUSY)",
+        EAGAIN => "the kernel keeps no more removed pieces' counts (EAGAIN)",
         _ => "writing the plan failed",
     };
     log::warn!("hwbpd: kernel refused the plan of task {pid}: {why}, errno {errno}");
     KernelError::Refused(why)
+}
+
+/// Append the count records in `bytes` (whole 16-byte records only).
+fn decode_counts(bytes: &[u8], out: &mut Vec<PieceCount>) {
+    for c in bytes.chunks_exact(COUNT_RECORD_SIZE) {
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c.get(at..at + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(w)
+        };
+        if word(8) != 0 {
+            out.push(PieceCount { token: word(0), hits: word(8) });
+        }
+    }
 }
 
 impl<S: Sys> RedoxKernel<S> {
@@ -135,16 +156,15 @@ impl<S: Sys> RedoxKernel<S> {
         if cpus.is_empty() {
             return Err(StartError { what: "the kernel reports no CPU (cpu-0: ESRCH)", errno: ESRCH });
         }
-        let snapshot = read_snapshot(&sys).map_err(|errno| StartError { what: "reading /scheme/sys/context", errno })?;
         let first = Sample { tsc: sys.tsc(), ns: sys.monotonic_ns() };
         Ok(RedoxKernel {
-            last_scan_ns: first.ns,
             clock: TscClock::new(first),
             sys,
             control,
             cpus,
             tasks: BTreeMap::new(),
-            snapshot,
+            pending_counts: Vec::new(),
+            ends: Vec::new(),
             read_buf: vec![0; HIT_READ_BATCH * HIT_RECORD_SIZE],
             last_read_errno: Cell::new(None),
         })
@@ -168,127 +188,81 @@ impl<S: Sys> RedoxKernel<S> {
         self.clock.hz()
     }
 
-    /// Debug ids of the live threads of `pid` (`threads-<pid>`: one read,
-    /// retried with a larger buffer while the list fills it).
-    fn thread_ids(&self, pid: Pid) -> Result<Vec<u32>, Errno> {
-        let list = self.sys.dup(&self.control, &format!("threads-{pid}"))?;
-        let mut cap = THREAD_READ_START;
+    /// Read a `pid-<pid>` handle's counts into `out` until it has no more.
+    /// Err(ESRCH): the plan ended and its last counts were read before.
+    fn read_pid_counts(sys: &S, fd: &S::Fd, out: &mut Vec<PieceCount>) -> Result<(), Errno> {
+        let mut buf = [0u8; COUNT_READ_BATCH * COUNT_RECORD_SIZE];
         loop {
-            let mut buf = vec![0u8; cap * THREAD_ID_SIZE];
-            let n = self.sys.read(&list, &mut buf)?;
-            if n < buf.len() || cap >= MAX_THREADS {
-                if n == buf.len() {
-                    log::warn!("hwbpd: task {pid} has {cap} threads or more; only the first {cap} are armed");
-                }
-                let ids = buf.get(..n).unwrap_or(&[]).chunks_exact(THREAD_ID_SIZE);
-                return Ok(ids.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
-            }
-            cap = cap.saturating_mul(4).min(MAX_THREADS);
-        }
-    }
-
-    /// `regs/debug-<id>` handles for threads `ids` (a thread that died in
-    /// between, ESRCH, is left out).
-    fn open_threads(&self, pid: Pid, ids: &[u32]) -> Result<BTreeMap<u32, S::Fd>, KernelError> {
-        let mut out = BTreeMap::new();
-        for &id in ids {
-            match self.sys.dup(&self.control, &format!("regs/debug-{id}")) {
-                Ok(fd) => {
-                    out.insert(id, fd);
-                }
-                Err(ESRCH) => {}
-                Err(e) => return Err(refused(pid, e)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Write `bytes` through every handle; on a failure, put `previous` back
-    /// on the ones already written (best effort) and fail. A thread that
-    /// died since its handle was opened (ESRCH) is skipped: it never runs
-    /// again; if every thread is dead, the task is gone.
-    fn write_all(&self, pid: Pid, threads: &BTreeMap<u32, S::Fd>, bytes: &[u8], previous: &[u8]) -> Result<(), KernelError> {
-        let mut live = 0usize;
-        for (i, t) in threads.values().enumerate() {
-            match self.sys.write(t, bytes) {
-                Ok(_) => live += 1,
-                Err(ESRCH) => {}
-                Err(e) => {
-                    for done in threads.values().take(i) {
-                        match self.sys.write(done, previous) {
-                            Ok(_) | Err(ESRCH) => {}
-                            Err(e2) => log::error!("hwbpd: task {pid}: restoring the previous plan failed: errno {e2}"),
-                        }
-                    }
-                    return Err(refused(pid, e));
-                }
-            }
-        }
-        if live == 0 {
-            return Err(KernelError::NoSuchTask(pid));
-        }
-        Ok(())
-    }
-
-    /// Clear the plan through every handle (a dead thread has none left).
-    fn clear_all(&self, pid: Pid, threads: &BTreeMap<u32, S::Fd>) {
-        for t in threads.values() {
-            match self.sys.write(t, &[]) {
-                Ok(_) | Err(ESRCH) => {}
-                Err(e) => log::warn!("hwbpd: task {pid}: clearing a thread's plan failed: errno {e}"),
+            let n = sys.read(fd, &mut buf)?;
+            decode_counts(buf.get(..n).unwrap_or(&[]), out);
+            if n < buf.len() {
+                return Ok(());
             }
         }
     }
 
-    /// Bring an armed task's handles in line with its threads now: new
-    /// threads get handles and the plan, dead ones lose their handles.
-    fn reconcile(&mut self, pid: Pid) {
-        let ids = match self.thread_ids(pid) {
-            Ok(ids) => ids,
-            Err(e) => return log::warn!("hwbpd: task {pid}: listing its threads failed: errno {e}"),
-        };
-        let Some(task) = self.tasks.get(&pid) else { return };
-        let fresh: Vec<u32> = ids.iter().copied().filter(|id| !task.threads.contains_key(id)).collect();
-        let added = match self.open_threads(pid, &fresh) {
-            Ok(added) => added,
-            Err(e) => return log::warn!("hwbpd: task {pid}: its new threads stay unarmed: {e}"),
-        };
-        let mut armed = BTreeMap::new();
-        for (id, fd) in added {
-            match self.sys.write(&fd, &task.bytes) {
-                Ok(_) => {
-                    armed.insert(id, fd);
-                }
-                Err(ESRCH) => {}
-                Err(e) => log::warn!("hwbpd: task {pid}: thread {id} stays unarmed: errno {e}"),
-            }
-        }
-        if let Some(task) = self.tasks.get_mut(&pid) {
-            task.threads.retain(|id, _| ids.binary_search(id).is_ok());
-            task.threads.extend(armed);
-        }
-    }
-
-    fn scan(&mut self, out: &mut Vec<Pid>) {
-        let now = self.sys.monotonic_ns();
-        if now.saturating_sub(self.last_scan_ns) < SCAN_INTERVAL_NS {
+    /// Counts of a followed task into `pending_counts`; ESRCH marks it
+    /// ended (its event follows on the control stream).
+    fn read_task_counts(&mut self, pid: Pid) {
+        let Some(task) = self.tasks.get_mut(&pid) else { return };
+        if task.ended {
             return;
         }
-        self.last_scan_ns = now;
-        let newer = match read_snapshot(&self.sys) {
-            Ok(s) => s,
-            Err(e) => return log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {e}; exits go unnoticed"),
-        };
-        let changes = self.snapshot.diff(&newer);
-        self.snapshot = newer;
-        for pid in changes.exited {
-            // The kernel cleared its plan at exit; the handles just go.
-            self.tasks.remove(&pid);
-            out.push(pid);
+        match Self::read_pid_counts(&self.sys, &task.fd, &mut self.pending_counts) {
+            Ok(()) => {}
+            Err(ESRCH) => task.ended = true,
+            Err(e) => log::warn!("hwbpd: reading the counts of task {pid} failed: errno {e}"),
         }
-        let armed: Vec<Pid> = self.tasks.keys().copied().collect();
-        for pid in armed {
-            self.reconcile(pid);
+    }
+
+    /// An event from the control stream: the kernel ended `pid`'s plan.
+    fn on_event(&mut self, pid: Pid, kind: u64) {
+        let reason = match kind {
+            EVENT_EXIT => EndReason::Exit,
+            EVENT_IDENTITY => EndReason::Identity,
+            _ => return log::warn!("hwbpd: unknown event {kind} for task {pid} on the control stream, ignored"),
+        };
+        let Some(task) = self.tasks.get(&pid) else {
+            // Released before the event was read: nothing of ours is left.
+            return log::debug!("hwbpd: event {kind} for task {pid}, which is not followed");
+        };
+        // The ended plan's last counts, then ESRCH. Two reads that both
+        // succeed mean the plan is alive: the event was about a handle
+        // closed since (released, then followed again).
+        let mut ended = task.ended;
+        for _ in 0..2 {
+            if ended {
+                break;
+            }
+            match Self::read_pid_counts(&self.sys, &task.fd, &mut self.pending_counts) {
+                Ok(()) => {}
+                Err(ESRCH) => ended = true,
+                Err(e) => {
+                    log::warn!("hwbpd: reading the last counts of task {pid} failed: errno {e}");
+                    ended = true;
+                }
+            }
+        }
+        if !ended {
+            return log::warn!("hwbpd: event {kind} for task {pid} whose plan is alive: an earlier handle's, ignored");
+        }
+        // Closing the handle: the kernel ended the plan already.
+        self.tasks.remove(&pid);
+        self.ends.push(TaskEnd { pid, reason });
+    }
+
+    /// Write `bytes` as `pid`'s plan. EAGAIN (the kernel keeps no more
+    /// removed pieces' counts) is answered by reading them, then writing
+    /// again.
+    fn write_plan(&mut self, pid: Pid, bytes: &[u8]) -> Result<(), Errno> {
+        let Some(task) = self.tasks.get(&pid) else { return Err(ESRCH) };
+        match self.sys.write(&task.fd, bytes) {
+            Err(EAGAIN) => {
+                self.read_task_counts(pid);
+                let task = self.tasks.get(&pid).ok_or(ESRCH)?;
+                self.sys.write(&task.fd, bytes).map(|_| ())
+            }
+            r => r.map(|_| ()),
         }
     }
 }
@@ -317,7 +291,7 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
     }
 
     fn task(&self, pid: Pid) -> Result<TaskInfo, KernelError> {
-        // Fresh: a task started since the last scan must be found.
+        // Fresh: the euid now, for the permission check at open.
         let snap = read_snapshot(&self.sys).map_err(|e| {
             log::error!("hwbpd: reading {SYS_CONTEXT_PATH} failed: errno {e}");
             KernelError::Refused("sys:context unreadable")
@@ -327,30 +301,45 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
     }
 
     fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
-        if plan.is_empty() {
-            if let Some(task) = self.tasks.remove(&pid) {
-                self.clear_all(pid, &task.threads);
-            }
-            return Ok(());
-        }
         let mut buf = [0u8; MAX_PLAN_BYTES];
         let used = abi::encode_context_plan(plan, &mut buf).ok_or(KernelError::Refused("plan too large to encode"))?;
-        let bytes = buf.get(..used).unwrap_or(&[]).to_vec();
+        let bytes = buf.get(..used).unwrap_or(&[]);
         match self.tasks.get(&pid) {
-            Some(task) => {
-                self.write_all(pid, &task.threads, &bytes, &task.bytes)?;
-                if let Some(task) = self.tasks.get_mut(&pid) {
-                    task.bytes = bytes;
+            // Never through a handle whose plan ended, and no new one
+            // before its end is reported: the pid may be another process's.
+            Some(task) if task.ended => return Err(KernelError::NoSuchTask(pid)),
+            Some(task) if task.bytes == bytes => return Ok(()),
+            Some(_) => {}
+            None => {
+                let fd = self.sys.dup(&self.control, &format!("pid-{pid}")).map_err(|e| refused(pid, e))?;
+                self.tasks.insert(pid, Followed { fd, bytes: Vec::new(), ended: false });
+                if bytes.is_empty() {
+                    // A new process plan is empty: nothing to write.
+                    return Ok(());
                 }
             }
-            None => {
-                let ids = self.thread_ids(pid).map_err(|e| refused(pid, e))?;
-                let threads = self.open_threads(pid, &ids)?;
-                self.write_all(pid, &threads, &bytes, &[])?;
-                self.tasks.insert(pid, ArmedTask { bytes, threads });
-            }
         }
-        Ok(())
+        match self.write_plan(pid, bytes) {
+            Ok(()) => {
+                if let Some(task) = self.tasks.get_mut(&pid) {
+                    task.bytes = bytes.to_vec();
+                }
+                Ok(())
+            }
+            Err(ESRCH) => {
+                if let Some(task) = self.tasks.get_mut(&pid) {
+                    task.ended = true;
+                }
+                Err(KernelError::NoSuchTask(pid))
+            }
+            Err(e) => Err(refused(pid, e)),
+        }
+    }
+
+    fn release_task(&mut self, pid: Pid) {
+        // Closing the handle clears every thread's plan (ABI "Process
+        // plans"); its unread counts belong to no breakpoint any more.
+        self.tasks.remove(&pid);
     }
 
     fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
@@ -365,29 +354,84 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
         })
     }
 
+    fn take_counts(&mut self, out: &mut Vec<PieceCount>) {
+        out.append(&mut self.pending_counts);
+        for (pid, task) in self.tasks.iter_mut().filter(|(_, t)| !t.ended) {
+            match Self::read_pid_counts(&self.sys, &task.fd, out) {
+                Ok(()) => {}
+                // Ended: its event follows on the control stream.
+                Err(ESRCH) => task.ended = true,
+                Err(e) => log::warn!("hwbpd: reading the counts of task {pid} failed: errno {e}"),
+            }
+        }
+        let mut buf = [0u8; CPU_COUNTS_OFFSET + COUNT_READ_BATCH * COUNT_RECORD_SIZE];
+        for (n, cpu) in self.cpus.iter().enumerate() {
+            loop {
+                match self.sys.read(cpu, &mut buf) {
+                    Ok(len) => {
+                        decode_counts(buf.get(CPU_COUNTS_OFFSET..len).unwrap_or(&[]), out);
+                        if len < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("hwbpd: reading the counts of cpu {n} failed: errno {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     fn drain_hits(&mut self, out: &mut [HitRecord]) -> usize {
         let want = out.len().min(HIT_READ_BATCH);
-        let Some(buf) = self.read_buf.get_mut(..want * HIT_RECORD_SIZE) else { return 0 };
         if want == 0 {
             return 0;
         }
-        let n = match self.sys.read(&self.control, buf) {
-            Ok(bytes) => bytes / HIT_RECORD_SIZE,
-            Err(EAGAIN | EWOULDBLOCK) => 0,
-            Err(e) => {
-                if self.last_read_errno.replace(Some(e)) != Some(e) {
-                    log::error!("hwbpd: reading hit records failed: errno {e}");
+        // Until a read gives a hit record or nothing: a read of events
+        // only must not look like the end of the stream.
+        loop {
+            let Some(buf) = self.read_buf.get_mut(..want * HIT_RECORD_SIZE) else { return 0 };
+            let read = match self.sys.read(&self.control, buf) {
+                Ok(bytes) => bytes / HIT_RECORD_SIZE,
+                Err(EAGAIN | EWOULDBLOCK) => 0,
+                Err(e) => {
+                    if self.last_read_errno.replace(Some(e)) != Some(e) {
+                        log::error!("hwbpd: reading hit records failed: errno {e}");
+                    }
+                    0
                 }
-                0
+            };
+            if read == 0 {
+                return 0;
             }
-        };
-        for (slot, chunk) in out.iter_mut().zip(buf.chunks_exact(HIT_RECORD_SIZE)).take(n) {
-            let Ok(bytes) = <&[u8; HIT_RECORD_SIZE]>::try_from(chunk) else { continue };
-            let mut hit = HitRecord::from_bytes(bytes);
-            hit.timestamp = self.clock.to_ns(hit.timestamp);
-            *slot = hit;
+            let mut hits = 0;
+            let mut events = Vec::new();
+            for chunk in self.read_buf.chunks_exact(HIT_RECORD_SIZE).take(read) {
+                let Ok(bytes) = <&[u8; HIT_RECORD_SIZE]>::try_from(chunk) else { continue };
+                let mut hit = HitRecord::from_bytes(bytes);
+                if hit.flags & HIT_EVENT != 0 {
+                    events.push(hit);
+                    continue;
+                }
+                hit.timestamp = self.clock.to_ns(hit.timestamp);
+                if let Some(slot) = out.get_mut(hits) {
+                    *slot = hit;
+                    hits += 1;
+                }
+            }
+            // Events follow the records in a read: the task's last hits
+            // are in `out` before its end is reported.
+            for e in events {
+                match Pid::try_from(e.context >> 32) {
+                    Ok(pid) => self.on_event(pid, e.token),
+                    Err(_) => log::warn!("hwbpd: event with context {:#x}: no pid, ignored", e.context),
+                }
+            }
+            if hits > 0 {
+                return hits;
+            }
         }
-        n
     }
 
     fn context_pid(&self, context: u64) -> Option<Pid> {
@@ -395,25 +439,8 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
         Pid::try_from(context >> 32).ok().filter(|&pid| pid != 0)
     }
 
-    fn dropped_hits(&self) -> u64 {
-        let mut total = 0u64;
-        let mut buf = [0u8; CPU_READ_SIZE];
-        for (n, cpu) in self.cpus.iter().enumerate() {
-            match self.sys.read(cpu, &mut buf) {
-                Ok(len) if len >= CPU_READ_SIZE => {
-                    let mut d = [0u8; 8];
-                    d.copy_from_slice(buf.get(CPU_DROPPED_OFFSET..CPU_DROPPED_OFFSET + 8).unwrap_or(&[0; 8]));
-                    total = total.saturating_add(u64::from_le_bytes(d));
-                }
-                Ok(_) => log::debug!("hwbpd: cpu-{n} read without counters"),
-                Err(e) => log::debug!("hwbpd: cpu-{n} read failed: errno {e}"),
-            }
-        }
-        total
-    }
-
-    fn take_exits(&mut self, out: &mut Vec<Pid>) {
-        self.scan(out);
+    fn take_ends(&mut self, out: &mut Vec<TaskEnd>) {
+        out.append(&mut self.ends);
     }
 
     fn now_ns(&self) -> u64 {
@@ -421,9 +448,8 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
     }
 
     fn disarm_all(&mut self) {
-        for (pid, task) in std::mem::take(&mut self.tasks) {
-            self.clear_all(pid, &task.threads);
-        }
+        // Closing a `pid-<pid>` handle clears the plan of every thread.
+        self.tasks.clear();
         let empty = abi::encode_cpu_plan(&CpuPlan::EMPTY);
         for (n, cpu) in self.cpus.iter().enumerate() {
             if let Err(e) = self.sys.write(cpu, &empty) {
@@ -434,20 +460,24 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
 }
 
 /// The backend against a model of `kernel-patch/ABI.md`: what it writes is
-/// decoded with the kernel's own decoders (`hwbp_kern::abi`), and handles
-/// behave as the ABI says on dup, write, read and close.
+/// decoded with the kernel's own decoder (`hwbp_kern::abi`), and handles
+/// behave as the ABI says on dup, write, read and close: a process plan
+/// shared by the process's threads (new ones join it with no call from
+/// the backend), exact counts kept apart from a record ring that can be
+/// full, exit and identity events after the records, an ended plan that
+/// answers ESRCH and never reaches a later process with the same pid.
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::rc::Rc;
 
-    use hwbp_kern::abi::{decode_context_plan, decode_cpu_plan, encode_context_plan};
+    use hwbp_kern::abi::{decode_context_plan, decode_cpu_plan};
     use hwbp_kern::plan::CpuPiece;
     use hwbp_kern::{Access, ContextPiece, CpuFilter, Len, Piece, Slot};
-    use redox_scheme::scheme::SchemeSync;
     use redox_scheme::OpenResult;
-    use syscall::error::{EBUSY, ENOENT};
+    use redox_scheme::scheme::SchemeSync;
+    use syscall::error::ENOENT;
 
     use super::*;
     use hwbpd::kernel::Uid;
@@ -458,30 +488,53 @@ mod tests {
     enum Kind {
         Control,
         Cpu(usize),
-        Threads(Pid),
-        Regs { ctx: u32, control: usize },
+        /// A `pid-<pid>` handle; its plan is `Model::plans[handle id]`.
+        Pid { control: usize },
         Listing { text: Vec<u8>, at: usize },
     }
 
     struct Ctx {
         pid: Pid,
         euid: Uid,
-        plan: Vec<u8>,
-        last_writer: Option<usize>,
+    }
+
+    /// A process plan (ABI "Process plans").
+    struct ProcPlan {
+        pid: Pid,
+        /// The contexts of the process it was attached to: a later process
+        /// with the same pid has other ones.
+        members: Vec<u32>,
+        bytes: Vec<u8>,
+        /// Hits per token since the last read.
+        counts: BTreeMap<u64, u64>,
+        /// Ended (exit, identity): the last counts read once, then ESRCH.
+        ended: bool,
+        last_read: bool,
     }
 
     #[derive(Default)]
     struct Model {
         next: usize,
         handles: BTreeMap<usize, Kind>,
-        /// Debug id -> user context.
+        plans: BTreeMap<usize, ProcPlan>,
+        /// Debug id -> live user context.
         contexts: BTreeMap<u32, Ctx>,
+        next_ctx: u32,
         control: Option<usize>,
         cpu_plans: Vec<Vec<u8>>,
-        dropped: Vec<u64>,
+        /// Per CPU: hits per token of its plan since the last read.
+        cpu_counts: Vec<BTreeMap<u64, u64>>,
         hits: VecDeque<HitRecord>,
-        /// The next plan write to this context fails with this errno.
-        fail_write: Option<(u32, Errno)>,
+        events: VecDeque<HitRecord>,
+        /// Records the ring holds before it drops (the kernel's 256 per CPU).
+        ring_room: usize,
+        dropped: u64,
+        /// The next process-plan write fails with this errno.
+        fail_write: Option<Errno>,
+        /// Every name dup'ed, in order.
+        dups: Vec<String>,
+        /// Calls the backend made (any kind).
+        calls: usize,
         now_ns: u64,
     }
 
@@ -489,8 +542,10 @@ mod tests {
         fn new(cpus: usize) -> Rc<RefCell<Model>> {
             Rc::new(RefCell::new(Model {
                 next: 3,
+                next_ctx: 100,
                 cpu_plans: vec![vec![0; CPU_PLAN_SIZE]; cpus],
-                dropped: vec![0; cpus],
+                cpu_counts: vec![BTreeMap::new(); cpus],
+                ring_room: usize::MAX,
                 now_ns: 1_000_000_000,
                 ..Model::default()
             }))
@@ -503,26 +558,73 @@ mod tests {
             id
         }
 
+        /// A new process `pid` (or new threads in it) as procmgr names them.
         fn spawn(&mut self, pid: Pid, euid: Uid, threads: u32) -> Vec<u32> {
             (0..threads)
                 .map(|_| {
-                    let id = self.contexts.keys().next_back().map_or(100, |k| k + 1);
-                    self.contexts.insert(id, Ctx { pid, euid, plan: Vec::new(), last_writer: None });
+                    let id = self.next_ctx;
+                    self.next_ctx += 1;
+                    self.contexts.insert(id, Ctx { pid, euid });
+                    // A thread of a watched process joins its plan before it
+                    // runs (the `attrs` write); a new process joins nothing.
+                    let process_exists = self.contexts.iter().any(|(&c, x)| x.pid == pid && c != id);
+                    if let Some(plan) = self.plans.values_mut().find(|p| p.pid == pid && !p.ended)
+                        && process_exists
+                    {
+                        plan.members.push(id);
+                    }
                     id
                 })
                 .collect()
         }
 
+        fn live_plan(&self, pid: Pid) -> Option<&ProcPlan> {
+            self.plans.values().find(|p| p.pid == pid && !p.ended)
+        }
+
+        /// The plan context `ctx` runs with.
+        fn plan_of(&self, ctx: u32) -> ContextPlan {
+            let bytes = self.plans.values().find(|p| !p.ended && p.members.contains(&ctx)).map_or(&[][..], |p| &p.bytes);
+            decode_context_plan(bytes).expect("the backend wrote a plan the kernel decodes")
+        }
+
+        fn end(&mut self, pid: Pid, kind: u64) {
+            if let Some(p) = self.plans.values_mut().find(|p| p.pid == pid && !p.ended) {
+                p.ended = true;
+                self.events.push_back(HitRecord { token: kind, context: u64::from(pid) << 32, timestamp: 1, flags: HIT_EVENT, ..HitRecord::ZERO });
+            }
+        }
+
         fn exit(&mut self, pid: Pid) {
             self.contexts.retain(|_, c| c.pid != pid);
+            self.end(pid, EVENT_EXIT);
         }
 
-        fn threads(&self, pid: Pid) -> Vec<u32> {
-            self.contexts.iter().filter(|(_, c)| c.pid == pid).map(|(&id, _)| id).collect()
+        fn set_euid(&mut self, pid: Pid, euid: Uid) {
+            for c in self.contexts.values_mut().filter(|c| c.pid == pid) {
+                c.euid = euid;
+            }
+            self.end(pid, EVENT_IDENTITY);
         }
 
-        fn plan_of(&self, ctx: u32) -> ContextPlan {
-            decode_context_plan(&self.contexts[&ctx].plan).expect("the backend wrote a plan the kernel decodes")
+        /// Thread `ctx` hits the piece `token` of its plan `n` times: each
+        /// counted, each recorded while the ring has room.
+        fn hit(&mut self, ctx: u32, token: u64, n: u64) {
+            let pid = self.contexts[&ctx].pid;
+            let plan = self.plans.values_mut().find(|p| !p.ended && p.members.contains(&ctx)).expect("a watched thread");
+            *plan.counts.entry(token).or_insert(0) += n;
+            for _ in 0..n {
+                if self.hits.len() >= self.ring_room {
+                    self.dropped += 1;
+                    continue;
+                }
+                let context = (u64::from(pid) << 32) | u64::from(ctx);
+                self.hits.push_back(HitRecord { token, rip: 0x40_0000, addr: token, context, timestamp: self.now_ns * TSC_PER_NS, cpu: 0, flags: 0 });
+            }
+        }
+
+        fn pid_handles(&self) -> usize {
+            self.handles.values().filter(|k| matches!(k, Kind::Pid { .. })).count()
         }
 
         /// `sys:context` as the kernel formats it.
@@ -542,26 +644,34 @@ mod tests {
         }
     }
 
+    fn put_counts(counts: &mut BTreeMap<u64, u64>, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n + COUNT_RECORD_SIZE <= buf.len() {
+            let Some((&token, &hits)) = counts.iter().next() else { break };
+            counts.remove(&token);
+            buf[n..n + 8].copy_from_slice(&token.to_le_bytes());
+            buf[n + 8..n + 16].copy_from_slice(&hits.to_le_bytes());
+            n += COUNT_RECORD_SIZE;
+        }
+        n
+    }
+
     struct FakeFd {
         id: usize,
         model: Rc<RefCell<Model>>,
     }
 
     impl Drop for FakeFd {
-        /// ABI.md "Closing".
+        /// ABI.md "Closing", "Process plans": *close*.
         fn drop(&mut self) {
             let mut m = self.model.borrow_mut();
             match m.handles.remove(&self.id) {
-                Some(Kind::Regs { ctx, .. }) => {
-                    if let Some(c) = m.contexts.get_mut(&ctx).filter(|c| c.last_writer == Some(self.id)) {
-                        c.plan.clear();
-                    }
+                Some(Kind::Pid { .. }) => {
+                    m.plans.remove(&self.id);
                 }
                 Some(Kind::Control) if m.control == Some(self.id) => {
                     m.control = None;
-                    for c in m.contexts.values_mut() {
-                        c.plan.clear();
-                    }
+                    m.plans.clear();
                     for p in &mut m.cpu_plans {
                         p.fill(0);
                     }
@@ -584,6 +694,7 @@ mod tests {
 
         fn open(&self, path: &str) -> Result<FakeFd, Errno> {
             let mut m = self.0.borrow_mut();
+            m.calls += 1;
             let kind = if path == SYS_CONTEXT_PATH {
                 Kind::Listing { text: m.listing(), at: 0 }
             } else if path == CONTROL_PATH {
@@ -604,31 +715,31 @@ mod tests {
 
         fn dup(&self, fd: &FakeFd, name: &str) -> Result<FakeFd, Errno> {
             let mut m = self.0.borrow_mut();
-            let kind = match m.handles.get(&fd.id).ok_or(EINVAL)? {
-                Kind::Control => {
-                    let number = |prefix: &str| name.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
-                    if let Some(pid) = number("threads-") {
-                        Kind::Threads(Pid::try_from(pid).map_err(|_| ESRCH)?)
-                    } else if let Some(id) = number("regs/debug-") {
-                        let id = u32::try_from(id).map_err(|_| ESRCH)?;
-                        if !m.contexts.contains_key(&id) {
-                            return Err(ESRCH);
-                        }
-                        Kind::Regs { ctx: id, control: fd.id }
-                    } else {
-                        let n = number("cpu-").ok_or(ESRCH)? as usize;
-                        if n >= m.cpu_plans.len() {
-                            return Err(ESRCH);
-                        }
-                        Kind::Cpu(n)
-                    }
-                }
-                _ => return Err(ENOENT),
-            };
-            if fd.id == 0 {
+            m.calls += 1;
+            m.dups.push(name.to_owned());
+            if !matches!(m.handles.get(&fd.id), Some(Kind::Control)) {
                 return Err(EINVAL);
             }
-            let id = m.insert(kind);
+            let number = |prefix: &str| name.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
+            if let Some(pid) = number("pid-") {
+                let pid = Pid::try_from(pid).map_err(|_| ESRCH)?;
+                let members: Vec<u32> = m.contexts.iter().filter(|(_, c)| c.pid == pid).map(|(&id, _)| id).collect();
+                if pid == 0 || members.is_empty() {
+                    return Err(ESRCH);
+                }
+                if m.live_plan(pid).is_some() {
+                    return Err(EBUSY);
+                }
+                let id = m.insert(Kind::Pid { control: fd.id });
+                m.plans.insert(id, ProcPlan { pid, members, bytes: Vec::new(), counts: BTreeMap::new(), ended: false, last_read: false });
+                drop(m);
+                return Ok(self.fd(id));
+            }
+            let n = number("cpu-").ok_or(ENOENT)? as usize;
+            if n >= m.cpu_plans.len() {
+                return Err(ESRCH);
+            }
+            let id = m.insert(Kind::Cpu(n));
             drop(m);
             Ok(self.fd(id))
         }
@@ -636,6 +747,7 @@ mod tests {
         fn read(&self, fd: &FakeFd, buf: &mut [u8]) -> Result<usize, Errno> {
             let mut m = self.0.borrow_mut();
             let m = &mut *m;
+            m.calls += 1;
             match m.handles.get_mut(&fd.id).ok_or(EINVAL)? {
                 Kind::Listing { text, at } => {
                     let rest = &text[*at..];
@@ -644,54 +756,66 @@ mod tests {
                     *at += n;
                     Ok(n)
                 }
-                &mut Kind::Threads(pid) => {
-                    let ids: Vec<u8> = m.threads(pid).iter().flat_map(|id| id.to_le_bytes()).collect();
-                    let n = (buf.len() / 4 * 4).min(ids.len());
-                    buf[..n].copy_from_slice(&ids[..n]);
-                    Ok(n)
-                }
                 Kind::Control => {
                     if buf.len() < HIT_RECORD_SIZE {
                         return Err(EINVAL);
                     }
+                    // Hit records first, then events.
                     let mut n = 0;
                     for chunk in buf.chunks_exact_mut(HIT_RECORD_SIZE) {
-                        let Some(hit) = m.hits.pop_front() else { break };
+                        let Some(hit) = m.hits.pop_front().or_else(|| m.events.pop_front()) else { break };
                         chunk.copy_from_slice(&hit.to_bytes());
                         n += 1;
                     }
                     if n == 0 { Err(EAGAIN) } else { Ok(n * HIT_RECORD_SIZE) }
                 }
-                &mut Kind::Cpu(c) => {
-                    buf[..CPU_PLAN_SIZE].copy_from_slice(&m.cpu_plans[c]);
-                    buf[CPU_PLAN_SIZE..CPU_PLAN_SIZE + 8].copy_from_slice(&m.dropped[c].to_le_bytes());
-                    buf[CPU_PLAN_SIZE + 8..CPU_PLAN_SIZE + 16].copy_from_slice(&0u64.to_le_bytes());
-                    Ok(CPU_PLAN_SIZE + 16)
+                Kind::Pid { .. } => {
+                    let p = m.plans.get_mut(&fd.id).ok_or(ESRCH)?;
+                    if p.ended && p.last_read {
+                        return Err(ESRCH);
+                    }
+                    p.last_read = p.ended;
+                    Ok(put_counts(&mut p.counts, buf))
                 }
-                _ => Err(EINVAL),
+                &mut Kind::Cpu(c) => {
+                    if buf.len() < CPU_PLAN_SIZE {
+                        return Err(EINVAL);
+                    }
+                    let mut out = m.cpu_plans[c].clone();
+                    for counter in [m.dropped, 0, 0] {
+                        out.extend_from_slice(&counter.to_le_bytes());
+                    }
+                    let head = out.len().min(buf.len()) / 8 * 8;
+                    buf[..head].copy_from_slice(&out[..head]);
+                    if head < out.len() {
+                        return Ok(head);
+                    }
+                    Ok(head + put_counts(&mut m.cpu_counts[c], &mut buf[head..]))
+                }
             }
         }
 
         fn write(&self, fd: &FakeFd, buf: &[u8]) -> Result<usize, Errno> {
             let mut m = self.0.borrow_mut();
+            m.calls += 1;
             match *m.handles.get(&fd.id).ok_or(EINVAL)? {
-                Kind::Regs { ctx, control } => {
+                Kind::Pid { control } => {
                     if m.control != Some(control) {
                         return Err(EPERM);
                     }
-                    if let Some((c, e)) = m.fail_write
-                        && c == ctx
-                    {
-                        m.fail_write = None;
+                    if m.plans.get(&fd.id).is_none_or(|p| p.ended) {
+                        return Err(ESRCH);
+                    }
+                    if let Some(e) = m.fail_write.take() {
                         return Err(e);
                     }
                     decode_context_plan(buf).map_err(|e| match e {
                         abi::DecodeError::Plan(_) => ENOSPC,
                         _ => EINVAL,
                     })?;
-                    let c = m.contexts.get_mut(&ctx).ok_or(ESRCH)?;
-                    c.plan = buf.to_vec();
-                    c.last_writer = Some(fd.id);
+                    if let Some(p) = m.plans.get_mut(&fd.id) {
+                        p.bytes = buf.to_vec();
+                    }
                     Ok(buf.len())
                 }
                 Kind::Cpu(c) => {
@@ -736,10 +860,32 @@ mod tests {
         plan
     }
 
-    fn encoded(plan: &ContextPlan) -> Vec<u8> {
-        let mut buf = [0u8; MAX_PLAN_BYTES];
-        let n = encode_context_plan(plan, &mut buf).unwrap();
-        buf[..n].to_vec()
+    fn counts(k: &mut RedoxKernel<FakeSys>) -> BTreeMap<u64, u64> {
+        let mut out = Vec::new();
+        k.take_counts(&mut out);
+        let mut sum = BTreeMap::new();
+        for c in out {
+            *sum.entry(c.token).or_insert(0) += c.hits;
+        }
+        sum
+    }
+
+    fn drain(k: &mut RedoxKernel<FakeSys>) -> Vec<HitRecord> {
+        let mut all = Vec::new();
+        let mut out = [HitRecord::ZERO; 8];
+        loop {
+            let n = k.drain_hits(&mut out);
+            if n == 0 {
+                return all;
+            }
+            all.extend_from_slice(&out[..n]);
+        }
+    }
+
+    fn ends(k: &mut RedoxKernel<FakeSys>) -> Vec<TaskEnd> {
+        let mut out = Vec::new();
+        k.take_ends(&mut out);
+        out
     }
 
     #[test]
@@ -754,60 +900,94 @@ mod tests {
     }
 
     #[test]
-    fn a_task_plan_reaches_every_thread_as_the_kernel_decodes_it() {
+    fn a_task_plan_is_one_write_through_one_pid_handle_and_every_thread_has_it() {
         let model = Model::new(2);
         let threads = model.borrow_mut().spawn(7, 1000, 3);
         let mut k = kernel(&model);
         let plan = watch(0x1000, Len::Four, Access::Write);
+        let calls = model.borrow().calls;
         k.set_task_plan(7, &plan).unwrap();
-        for t in threads {
+        assert_eq!(model.borrow().calls - calls, 2, "one dup, one write");
+        for &t in &threads {
             assert_eq!(model.borrow().plan_of(t), plan);
         }
+        let moved = watch(0x2000, Len::Eight, Access::ReadWrite);
+        let calls = model.borrow().calls;
+        k.set_task_plan(7, &moved).unwrap();
+        k.set_task_plan(7, &moved).unwrap();
+        assert_eq!(model.borrow().calls - calls, 1, "one write per plan change");
+        assert_eq!(model.borrow().plan_of(threads[2]), moved);
+        assert_eq!(model.borrow().pid_handles(), 1);
+        assert!(model.borrow().dups.iter().all(|d| d.starts_with("cpu-") || d == "pid-7"), "no thread handle: {:?}", model.borrow().dups);
         assert_eq!(k.task(7), Ok(TaskInfo { pid: 7, uid: 1000 }));
     }
 
     #[test]
-    fn a_refused_write_puts_the_previous_plan_back_on_every_thread() {
+    fn a_new_thread_gets_the_plan_with_no_backend_action() {
+        let model = Model::new(1);
+        model.borrow_mut().spawn(7, 0, 1);
+        let mut k = kernel(&model);
+        let plan = watch(0x1000, Len::Two, Access::ReadWrite);
+        k.set_task_plan(7, &plan).unwrap();
+        let calls = model.borrow().calls;
+        let late = model.borrow_mut().spawn(7, 0, 1)[0];
+        assert_eq!(model.borrow().plan_of(late), plan, "watched from its first instruction");
+        assert_eq!(model.borrow().calls, calls, "the backend did nothing");
+        model.borrow_mut().hit(late, 0x1000, 2);
+        assert_eq!(counts(&mut k), BTreeMap::from([(0x1000, 2)]));
+    }
+
+    #[test]
+    fn a_refused_write_leaves_the_previous_plan_and_the_next_one_goes_through() {
         let model = Model::new(1);
         let threads = model.borrow_mut().spawn(7, 0, 2);
         let mut k = kernel(&model);
         let old = watch(0x1000, Len::Eight, Access::ReadWrite);
         k.set_task_plan(7, &old).unwrap();
-        model.borrow_mut().fail_write = Some((threads[1], ENOSPC));
+        model.borrow_mut().fail_write = Some(ENOSPC);
         let new = watch(0x2000, Len::One, Access::Write);
         assert!(matches!(k.set_task_plan(7, &new), Err(KernelError::Refused(_))));
         for &t in &threads {
             assert_eq!(model.borrow().plan_of(t), old, "thread {t}");
         }
-        // And the next write still goes through every handle.
         k.set_task_plan(7, &new).unwrap();
         assert_eq!(model.borrow().plan_of(threads[1]), new);
     }
 
     #[test]
-    fn a_thread_that_died_is_skipped_and_a_task_with_none_left_is_gone() {
+    fn eagain_on_a_write_reads_the_removed_pieces_counts_then_writes_again() {
         let model = Model::new(1);
-        let threads = model.borrow_mut().spawn(7, 0, 2);
+        let t = model.borrow_mut().spawn(7, 0, 1)[0];
         let mut k = kernel(&model);
-        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
-        model.borrow_mut().contexts.remove(&threads[0]);
-        let new = watch(0x2000, Len::Four, Access::Write);
+        k.set_task_plan(7, &watch(0x1000, Len::Eight, Access::Write)).unwrap();
+        model.borrow_mut().hit(t, 0x1000, 4);
+        model.borrow_mut().fail_write = Some(EAGAIN);
+        let new = watch(0x2000, Len::Eight, Access::Write);
         k.set_task_plan(7, &new).unwrap();
-        assert_eq!(model.borrow().plan_of(threads[1]), new);
-        model.borrow_mut().contexts.remove(&threads[1]);
-        assert_eq!(k.set_task_plan(7, &watch(0x3000, Len::Four, Access::Write)), Err(KernelError::NoSuchTask(7)));
+        assert_eq!(model.borrow().plan_of(t), new);
+        assert_eq!(counts(&mut k), BTreeMap::from([(0x1000, 4)]), "read before the retry, handed out once");
+        assert!(counts(&mut k).is_empty());
     }
 
     #[test]
-    fn an_empty_plan_clears_every_thread() {
+    fn an_empty_plan_keeps_following_the_task_and_release_closes_its_handle() {
         let model = Model::new(1);
         let threads = model.borrow_mut().spawn(7, 0, 2);
         let mut k = kernel(&model);
+        k.set_task_plan(7, &ContextPlan::EMPTY).unwrap();
+        assert_eq!(model.borrow().pid_handles(), 1, "followed with nothing armed");
         k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
         k.set_task_plan(7, &ContextPlan::EMPTY).unwrap();
-        for t in threads {
-            assert!(model.borrow().contexts[&t].plan.is_empty());
+        for &t in &threads {
+            assert!(model.borrow().plan_of(t).is_empty());
         }
+        model.borrow_mut().exit(7);
+        assert!(drain(&mut k).is_empty());
+        assert_eq!(ends(&mut k), [TaskEnd { pid: 7, reason: EndReason::Exit }], "an empty plan's task still ends");
+        model.borrow_mut().spawn(8, 0, 1);
+        k.set_task_plan(8, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        k.release_task(8);
+        assert_eq!(model.borrow().pid_handles(), 0);
     }
 
     #[test]
@@ -817,55 +997,91 @@ mod tests {
         let plan = watch(0x1000, Len::Four, Access::Write);
         assert_eq!(k.set_task_plan(8, &plan), Err(KernelError::NoSuchTask(8)));
         assert_eq!(k.task(8), Err(KernelError::NoSuchTask(8)));
+        assert_eq!(model.borrow().pid_handles(), 0);
     }
 
     #[test]
-    fn many_threads_are_listed_through_a_growing_buffer() {
+    fn counts_are_exact_when_the_kernels_record_ring_dropped_records() {
+        let model = Model::new(2);
+        let t = model.borrow_mut().spawn(7, 0, 1)[0];
+        let mut k = kernel(&model);
+        let mut plan = watch(0x1000, Len::Eight, Access::Write);
+        plan.push(ContextPiece { piece: Piece::new(0x2000, Len::Eight, Access::Write).unwrap(), token: 0x2000, cpu: CpuFilter::Any }).unwrap();
+        k.set_task_plan(7, &plan).unwrap();
+        model.borrow_mut().ring_room = 256;
+        model.borrow_mut().hit(t, 0x1000, 1000);
+        model.borrow_mut().hit(t, 0x2000, 3);
+        // A CPU plan's counts come after byte 120 of its read.
+        model.borrow_mut().cpu_counts[1].insert(0x9000, 70);
+        assert_eq!(counts(&mut k), BTreeMap::from([(0x1000, 1000), (0x2000, 3), (0x9000, 70)]));
+        assert_eq!(drain(&mut k).len(), 256, "the ring kept 256 records, the counts all 1,003 hits");
+        assert!(counts(&mut k).is_empty(), "deltas: each hit once");
+    }
+
+    #[test]
+    fn exit_and_identity_events_end_the_plan_after_its_records_with_its_last_counts() {
         let model = Model::new(1);
-        let threads = model.borrow_mut().spawn(7, 0, THREAD_READ_START as u32 * 5);
+        let a = model.borrow_mut().spawn(7, 1000, 1)[0];
+        let b = model.borrow_mut().spawn(9, 1000, 1)[0];
+        let mut k = kernel(&model);
+        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        k.set_task_plan(9, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        model.borrow_mut().hit(a, 0x1000, 2);
+        model.borrow_mut().hit(b, 0x1000, 5);
+        model.borrow_mut().exit(7);
+        model.borrow_mut().set_euid(9, 0);
+        assert!(model.borrow().plan_of(b).is_empty(), "the kernel dropped it at once");
+        let hits = drain(&mut k);
+        assert_eq!(hits.len(), 7, "the records before the ends");
+        assert_eq!(ends(&mut k), [TaskEnd { pid: 7, reason: EndReason::Exit }, TaskEnd { pid: 9, reason: EndReason::Identity }]);
+        assert_eq!(counts(&mut k), BTreeMap::from([(0x1000, 7)]), "the ended plans' last counts");
+        assert_eq!(model.borrow().pid_handles(), 0, "both handles closed");
+        // Root's breakpoints are armed again on the same process.
+        k.set_task_plan(9, &watch(0x2000, Len::Four, Access::Write)).unwrap();
+        assert_eq!(model.borrow().plan_of(b), watch(0x2000, Len::Four, Access::Write));
+    }
+
+    #[test]
+    fn a_reused_pid_is_never_watched_through_an_old_handle() {
+        let model = Model::new(1);
+        model.borrow_mut().spawn(7, 1000, 1);
+        let mut k = kernel(&model);
+        k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
+        model.borrow_mut().exit(7);
+        // Another process gets pid 7 before hwbpd read the exit.
+        let newcomer = model.borrow_mut().spawn(7, 1001, 1)[0];
+        assert!(model.borrow().plan_of(newcomer).is_empty(), "the kernel never attaches it to the old plan");
+        let plan = watch(0x2000, Len::Four, Access::Write);
+        assert_eq!(k.set_task_plan(7, &plan), Err(KernelError::NoSuchTask(7)));
+        assert_eq!(k.set_task_plan(7, &plan), Err(KernelError::NoSuchTask(7)), "no new handle before the end is reported");
+        assert!(model.borrow().plan_of(newcomer).is_empty());
+        assert_eq!(model.borrow().dups.iter().filter(|d| *d == "pid-7").count(), 1);
+        drain(&mut k);
+        assert_eq!(ends(&mut k), [TaskEnd { pid: 7, reason: EndReason::Exit }]);
+        assert_eq!(model.borrow().pid_handles(), 0);
+    }
+
+    #[test]
+    fn an_event_about_an_earlier_handle_does_not_end_a_live_plan() {
+        let model = Model::new(1);
+        let t = model.borrow_mut().spawn(7, 0, 1)[0];
         let mut k = kernel(&model);
         let plan = watch(0x1000, Len::Four, Access::Write);
         k.set_task_plan(7, &plan).unwrap();
-        assert_eq!(model.borrow().plan_of(*threads.last().unwrap()), plan);
+        model.borrow_mut().events.push_back(HitRecord { token: EVENT_IDENTITY, context: 7 << 32, flags: HIT_EVENT, ..HitRecord::ZERO });
+        assert!(drain(&mut k).is_empty());
+        assert!(ends(&mut k).is_empty());
+        assert_eq!(model.borrow().plan_of(t), plan);
     }
 
     #[test]
-    fn new_threads_get_the_plan_at_the_next_scan_and_exits_are_reported() {
-        let model = Model::new(1);
-        model.borrow_mut().spawn(7, 0, 1);
-        model.borrow_mut().spawn(9, 0, 1);
-        let mut k = kernel(&model);
-        let mut exits = Vec::new();
-        k.take_exits(&mut exits); // the scan due since start
-        assert!(exits.is_empty());
-        let plan = watch(0x1000, Len::Two, Access::ReadWrite);
-        k.set_task_plan(7, &plan).unwrap();
-        let late = model.borrow_mut().spawn(7, 0, 1)[0];
-        k.take_exits(&mut exits);
-        assert!(model.borrow().contexts[&late].plan.is_empty(), "not before the scan interval");
-        model.borrow_mut().now_ns += SCAN_INTERVAL_NS;
-        model.borrow_mut().exit(9);
-        k.take_exits(&mut exits);
-        assert_eq!(model.borrow().plan_of(late), plan);
-        assert_eq!(exits, vec![9]);
-        for t in model.borrow().threads(7) {
-            assert_eq!(model.borrow().plan_of(t), plan);
-        }
-        // A thread that ends loses its handle at the next scan.
-        model.borrow_mut().contexts.remove(&late);
-        model.borrow_mut().now_ns += SCAN_INTERVAL_NS;
-        k.take_exits(&mut exits);
-        let regs_of_late = model.borrow().handles.values().filter(|h| matches!(h, Kind::Regs { ctx, .. } if *ctx == late)).count();
-        assert_eq!(regs_of_late, 0);
-    }
-
-    #[test]
-    fn hits_carry_the_pid_and_monotonic_time() {
+    fn hits_carry_the_pid_and_monotonic_time_and_events_are_not_hits() {
         let model = Model::new(2);
         let mut k = kernel(&model);
         let at_ns = model.borrow().now_ns - 5_000;
         let hit = HitRecord { token: 0x1000, rip: 0x40_0000, addr: 0x1000, context: (7 << 32) | 123, timestamp: at_ns * TSC_PER_NS, cpu: 1, flags: 0 };
-        model.borrow_mut().hits.extend([hit, hit]);
+        let event = HitRecord { token: EVENT_EXIT, context: 8 << 32, flags: HIT_EVENT, ..HitRecord::ZERO };
+        model.borrow_mut().hits.extend([hit, event, hit]);
         let mut out = [HitRecord::ZERO; 8];
         assert_eq!(k.drain_hits(&mut out), 2);
         assert_eq!(out[0].timestamp, at_ns);
@@ -873,10 +1089,15 @@ mod tests {
         assert_eq!(k.context_pid(out[0].context), Some(7));
         assert_eq!(k.context_pid(55), None, "kernel contexts have pid 0");
         assert_eq!(k.drain_hits(&mut out), 0, "EAGAIN when empty");
+        assert!(ends(&mut k).is_empty(), "pid 8 is not followed");
+        // A read of events only is not the end of the records.
+        model.borrow_mut().hits.extend([event; 8]);
+        model.borrow_mut().hits.push_back(hit);
+        assert_eq!(k.drain_hits(&mut out), 1);
     }
 
     #[test]
-    fn cpu_plans_dropped_counters_and_disarm_all() {
+    fn cpu_plans_and_disarm_all() {
         let model = Model::new(2);
         let threads = model.borrow_mut().spawn(7, 0, 1);
         let mut k = kernel(&model);
@@ -886,39 +1107,92 @@ mod tests {
         k.set_cpu_plan(1, &cpu_plan).unwrap();
         assert_eq!(decode_cpu_plan(&model.borrow().cpu_plans[1]).unwrap(), cpu_plan);
         assert_eq!(k.set_cpu_plan(2, &cpu_plan), Err(KernelError::NoSuchCpu(2)));
-        model.borrow_mut().dropped = vec![3, 4];
-        assert_eq!(k.dropped_hits(), 7);
         k.set_task_plan(7, &watch(0x1000, Len::Four, Access::Write)).unwrap();
         k.disarm_all();
-        assert!(model.borrow().contexts[&threads[0]].plan.is_empty());
+        assert!(model.borrow().plan_of(threads[0]).is_empty());
+        assert_eq!(model.borrow().pid_handles(), 0);
         assert_eq!(decode_cpu_plan(&model.borrow().cpu_plans[1]).unwrap(), CpuPlan::EMPTY);
     }
 
+    fn open(scheme: &mut HwbpScheme<RedoxKernel<FakeSys>>, pid: usize, uid: Uid, path: &str) -> Result<usize, i32> {
+        match scheme.openat(ROOT_HANDLE, path, 0, 0, &hwbpd::caller_ctx(pid, uid, uid)) {
+            Ok(OpenResult::ThisScheme { number, .. }) => Ok(number),
+            Ok(_) => panic!("not this scheme"),
+            Err(e) => Err(e.errno),
+        }
+    }
+
+    fn command(scheme: &mut HwbpScheme<RedoxKernel<FakeSys>>, fd: usize, cmd: &str) -> Result<usize, i32> {
+        scheme.write(fd, cmd.as_bytes(), 0, 0, &hwbpd::caller_ctx(1, 0, 0)).map_err(|e| e.errno)
+    }
+
+    fn value(scheme: &mut HwbpScheme<RedoxKernel<FakeSys>>, fd: usize) -> u64 {
+        let mut buf = [0u8; 40];
+        scheme.read(fd, &mut buf, 0, 0, &hwbpd::caller_ctx(1, 0, 0)).unwrap();
+        u64::from_le_bytes(buf[..8].try_into().unwrap())
+    }
+
     #[test]
-    fn the_scheme_over_the_redox_backend_arms_a_watch_in_every_thread_and_disarms_on_drop() {
+    fn the_scheme_over_the_redox_backend_arms_every_thread_and_disarms_on_drop() {
         let model = Model::new(2);
         let threads = model.borrow_mut().spawn(7, 1000, 2);
         let mut scheme = HwbpScheme::new(kernel(&model), Config::default());
-        let owner = hwbpd::caller_ctx(7, 1000, 1000);
-        let root = scheme.scheme_root().unwrap();
-        assert_eq!(root, ROOT_HANDLE);
-        let opened = scheme.openat(root, "task/7/mem:0x1000/4:w", 0, 0, &owner).expect("open");
-        assert!(matches!(opened, OpenResult::ThisScheme { .. }));
-        let want = watch(0x1000, Len::Four, Access::Write);
+        assert_eq!(scheme.scheme_root().unwrap(), ROOT_HANDLE);
+        let fd = open(&mut scheme, 7, 1000, "task/7/mem:0x1000/4:w").expect("open");
         for &t in &threads {
             let got = model.borrow().plan_of(t);
             assert_eq!(got.len(), 1);
-            let p = got.iter().next().unwrap();
-            assert_eq!((p.piece, p.cpu), (want.iter().next().unwrap().piece, CpuFilter::Any));
+            assert_eq!(got.iter().next().unwrap().piece, Piece::new(0x1000, Len::Four, Access::Write).unwrap());
         }
+        let token = model.borrow().plan_of(threads[0]).iter().next().unwrap().token;
+        // 300 hits, the ring keeps 100 records: the value is exact.
+        model.borrow_mut().ring_room = 100;
+        model.borrow_mut().hit(threads[1], token, 300);
+        assert_eq!(value(&mut scheme, fd), 300);
         // Not another user's task.
-        let other = hwbpd::caller_ctx(8, 1001, 1001);
-        assert!(scheme.openat(root, "task/7/mem:0x2000/4:w", 0, 0, &other).is_err());
+        assert!(open(&mut scheme, 8, 1001, "task/7/mem:0x2000/4:w").is_err());
         drop(scheme);
         for t in threads {
-            assert!(model.borrow().contexts[&t].plan.is_empty(), "nothing stays armed");
+            assert!(model.borrow().plan_of(t).is_empty(), "nothing stays armed");
         }
         assert_eq!(model.borrow().control, None, "the control handle closed");
-        let _ = encoded(&want);
+    }
+
+    #[test]
+    fn the_scheme_ends_a_non_root_owners_breakpoint_on_an_identity_event_and_re_arms_roots() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 1000, 2);
+        let mut scheme = HwbpScheme::new(kernel(&model), Config::default());
+        let user = open(&mut scheme, 7, 1000, "task/7/mem:0x1000/4:w").unwrap();
+        let root = open(&mut scheme, 1, 0, "task/7/mem:0x2000/4:w").unwrap();
+        assert_eq!(model.borrow().plan_of(threads[0]).len(), 2);
+        // A set-uid-root exec.
+        model.borrow_mut().set_euid(7, 0);
+        scheme.collect();
+        for &t in &threads {
+            let plan = model.borrow().plan_of(t);
+            assert_eq!(plan.iter().map(|p| p.piece.addr()).collect::<Vec<_>>(), [0x2000], "only root's, armed again");
+        }
+        assert_eq!(command(&mut scheme, user, "enable"), Err(ESRCH), "the user's ended");
+        assert_eq!(command(&mut scheme, root, "disable"), Ok(7));
+        assert_eq!(open(&mut scheme, 7, 1000, "task/7/mem:0x1000/4:w"), Err(EPERM), "the task is root's now");
+    }
+
+    #[test]
+    fn the_scheme_never_watches_a_reused_pid_through_an_old_handle() {
+        let model = Model::new(1);
+        model.borrow_mut().spawn(7, 1000, 1);
+        let mut scheme = HwbpScheme::new(kernel(&model), Config::default());
+        let old = open(&mut scheme, 7, 1000, "task/7/mem:0x1000/4:w").unwrap();
+        model.borrow_mut().exit(7);
+        let newcomer = model.borrow_mut().spawn(7, 1001, 1)[0];
+        // The old owner's rotation or command reaches the kernel: not the newcomer.
+        scheme.tick();
+        assert_eq!(command(&mut scheme, old, "enable"), Err(ESRCH));
+        assert!(model.borrow().plan_of(newcomer).is_empty());
+        assert_eq!(model.borrow().pid_handles(), 0, "the newcomer is not followed");
+        // Its own owner may watch it, through a new handle.
+        open(&mut scheme, 7, 1001, "task/7/mem:0x2000/4:w").unwrap();
+        assert_eq!(model.borrow().plan_of(newcomer).iter().map(|p| p.piece.addr()).collect::<Vec<_>>(), [0x2000]);
     }
 }

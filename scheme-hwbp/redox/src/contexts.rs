@@ -1,16 +1,10 @@
 //! Which tasks exist, with how many live threads and which effective uid:
 //! read from the kernel's `sys:context` listing (`/scheme/sys/context`).
 //!
-//! The Redox backend has no exit or thread-creation notification: the kernel
-//! patch adds none, and procmgr offers none to third parties. It rescans
-//! this listing instead (at most every [`SCAN_INTERVAL_NS`], driven by the
-//! rotation tick and by hit collection), and diffs two scans: a pid that had
-//! live threads and has none (or is gone) exited ([`Changes::exited`];
-//! [`Changes::grown`] says which tasks started threads, though the backend
-//! re-reads `threads-<pid>` of every armed task anyway).
-//!
-//! So an exit is reported up to one scan interval plus one tick late (its
-//! hits were recorded by the kernel anyway).
+//! The backend reads it only for `Kernel::task`: the task's euid for the
+//! permission check at open, fresh each time. Exits and identity changes
+//! come from the kernel as events on the control stream, and new threads
+//! join their process's plan in the kernel: nothing is rescanned.
 //!
 //! The listing format (kernel `src/scheme/sys/context.rs` at 663e664): one
 //! header line, then one row per context,
@@ -23,9 +17,6 @@
 use std::collections::BTreeMap;
 
 use hwbpd::kernel::{Pid, Uid};
-
-/// Minimum time between two scans of `sys:context`.
-pub const SCAN_INTERVAL_NS: u64 = 10_000_000;
 
 /// The header's first column, to recognise (and skip) the header line.
 const HEADER_FIRST_COLUMN: &str = "PID";
@@ -102,27 +93,6 @@ impl Snapshot {
     pub fn task(&self, pid: Pid) -> Option<TaskState> {
         self.tasks.get(&pid).copied()
     }
-
-    /// What changed from `self` (older) to `newer`.
-    pub fn diff(&self, newer: &Snapshot) -> Changes {
-        let exited = self.tasks.keys().filter(|pid| !newer.tasks.contains_key(pid)).copied().collect();
-        let grown = newer
-            .tasks
-            .iter()
-            .filter(|(pid, t)| self.tasks.get(pid).is_some_and(|old| t.live_threads > old.live_threads))
-            .map(|(&pid, _)| pid)
-            .collect();
-        Changes { exited, grown }
-    }
-}
-
-/// The difference between two scans.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Tasks with live threads before and none now, in pid order.
-    pub exited: Vec<Pid>,
-    /// Tasks with more live threads than before (new threads to arm).
-    pub grown: Vec<Pid>,
 }
 
 #[cfg(test)]
@@ -172,24 +142,5 @@ mod tests {
         let (snap, bad) = Snapshot::parse(&text);
         assert_eq!(snap.task(5), Some(TaskState { euid: 0, live_threads: 1 }));
         assert_eq!(bad, vec![BadRow("garbage row".into()), BadRow("12 0 0 U? 0".into())]);
-    }
-
-    #[test]
-    fn diff_reports_exits_and_new_threads_but_not_new_tasks() {
-        let (old, _) = Snapshot::parse(&listing(&[(3, 0, "US", "a"), (4, 0, "US", "b"), (5, 0, "US", "c")]));
-        let (new, _) = Snapshot::parse(&listing(&[
-            (4, 0, "US", "b"),
-            (4, 0, "UR", "b"),
-            (5, 0, "UZ", "c"),
-            (6, 0, "UR", "new"),
-        ]));
-        assert_eq!(old.diff(&new), Changes { exited: vec![3, 5], grown: vec![4] });
-    }
-
-    #[test]
-    fn fewer_threads_is_neither_an_exit_nor_growth() {
-        let (old, _) = Snapshot::parse(&listing(&[(4, 0, "US", "b"), (4, 0, "US", "b")]));
-        let (new, _) = Snapshot::parse(&listing(&[(4, 0, "US", "b")]));
-        assert_eq!(old.diff(&new), Changes::default());
     }
 }

@@ -17,8 +17,9 @@
 //!    (`register_sync_scheme`);
 //! 5. privileges: see [`drop_privileges`].
 //!
-//! Then the loop: a readable control handle means hit records: `collect`;
-//! the timer: clock sample, `tick` (rotation, exit scan), re-arm one
+//! Then the loop: a readable control handle means hit records or events
+//! (a followed task exited or changed identity): `collect`; the timer:
+//! clock sample, `tick` (counts, rotation), re-arm one
 //! rotation later, or [`IDLE_TICK_NS`] later while no breakpoint exists
 //! (the first one brings the next tick forward). After every event,
 //! whatever its source: one batch of requests from the (nonblocking) socket
@@ -156,13 +157,14 @@ unsafe extern "C" {
 ///
 /// Root is needed for one thing only: taking `hwbp-control` (the kernel
 /// checks uid 0 at the dup). Everything after goes through handles already
-/// held (CPU plans, `threads-<pid>`, `regs/debug-<id>`, the hit stream, the
-/// timer, the event queue, the scheme socket), except re-opening
-/// `/scheme/sys/context`, which the kernel lets any uid read. So hwbpd
-/// switches to [`DAEMON_ID`] (real, effective and saved: no way back).
+/// held (CPU plans, `pid-<pid>` dup'ed on the control handle, the hit and
+/// event stream, the timer, the event queue, the scheme socket), except
+/// re-opening `/scheme/sys/context` (a task's euid at open), which the
+/// kernel lets any uid read. So hwbpd switches to [`DAEMON_ID`] (real,
+/// effective and saved: no way back).
 ///
-/// The namespace is kept: `sys:context` must be reopened on every scan (the
-/// kernel snapshots it per open), so `setrens(0, 0)` (the null namespace
+/// The namespace is kept: `sys:context` must be reopened at every open of
+/// a task breakpoint (the kernel snapshots it per open), so `setrens(0, 0)` (the null namespace
 /// drivers enter after start-up) would cut hwbpd off; a namespace holding
 /// only `sys` (`mkns`) is the next step, once it can be tried on a running
 /// system. Nothing is inherited by anyone: hwbpd never spawns, its fds are

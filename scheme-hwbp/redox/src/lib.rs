@@ -7,7 +7,7 @@
 //! The backend makes its calls through the [`sys::Sys`] trait, so it builds
 //! on every target and is tested on the host against a model of the kernel
 //! ABI (`backend::tests`), as are the pure parts (the
-//! `sys:context` parser and diff, TSC conversion, the `time:` record and
+//! `sys:context` parser, TSC conversion, the `time:` record and
 //! timer arithmetic, the logger's level, `INIT_NOTIFY` parsing). What makes
 //! real Redox calls (`sys::RedoxSys`, the daemon's main loop) is compiled
 //! for `target_os = "redox"` only and type-checked in CI by

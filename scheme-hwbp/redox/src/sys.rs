@@ -1,6 +1,6 @@
 //! The few system calls the Redox backend makes, as a trait, so that the
-//! backend's logic (plan writes and their rollback, thread refresh, exits,
-//! hit decoding, disarming) is tested on the host against a model of the
+//! backend's logic (process plans, counts, exit and identity events, hit
+//! decoding, disarming) is tested on the host against a model of the
 //! kernel ABI (`backend::tests`), and runs on Redox over libredox
 //! (`RedoxSys`, compiled for Redox only).
 //!

@@ -12,6 +12,16 @@
 //!   [`dr_model`] decides from the raw registers which slots fire, sets DR6
 //!   and calls the real `CpuDebugState::handle_debug_exception`, so hits
 //!   reach `hwbpd` through the same path as on Redox;
+//! - exact hit counts per piece token, kept apart from the records: the
+//!   #DB path adds one for every slot that fired, whether or not the ring
+//!   had room for its record (as the patch's per-CPU counters do), so a
+//!   flood drops records but never a count;
+//! - task plans as the patch's `pid-<pid>` handles: the first
+//!   `set_task_plan` of a task attaches it; its exit, or an identity change
+//!   ([`SimKernel::set_euid`]), clears the plan on every thread and queues
+//!   one [`TaskEnd`], and no plan reaches the pid until that end is taken;
+//!   a pid handed out again ([`SimKernel::spawn_reusing`]) starts
+//!   unattached;
 //! - a clock that only moves when a test advances it.
 //!
 //! Everything is single-threaded: the "#DB handler" and the consumer of
@@ -25,9 +35,9 @@ use std::fmt;
 
 use hwbp_kern::abi::HitRecord;
 use hwbp_kern::regs::RegisterFile;
-use hwbp_kern::{ContextPlan, CpuDebugState, CpuId, CpuPlan, HitRing, TrapInfo};
+use hwbp_kern::{ContextPlan, CpuDebugState, CpuId, CpuPlan, HitRing, Slot, Token, TrapInfo};
 
-use crate::kernel::{Kernel, KernelError, Pid, TaskInfo, Uid};
+use crate::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, TaskInfo, Uid};
 use dr_model::{ExecState, MemAccess, Phase, Step};
 
 pub use dr_model::AccessKind;
@@ -86,6 +96,17 @@ struct SimTask {
     threads: Vec<Tid>,
     plan: ContextPlan,
     alive: bool,
+    /// The server follows it (the patch's open `pid-<pid>` handle): its end
+    /// is reported once, then it is detached.
+    attached: bool,
+    /// Its end is queued and not yet taken: no plan reaches it until then.
+    ending: bool,
+}
+
+impl SimTask {
+    fn new(uid: Uid) -> Self {
+        SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true, attached: false, ending: false }
+    }
 }
 
 struct SimThread {
@@ -104,7 +125,9 @@ pub struct SimKernel {
     next_pid: Pid,
     next_tid: Tid,
     clock_ns: u64,
-    exits: Vec<Pid>,
+    ends: Vec<TaskEnd>,
+    /// Hits per token since the last `take_counts` (every task and CPU).
+    counts: BTreeMap<Token, u64>,
 }
 
 impl SimKernel {
@@ -126,7 +149,8 @@ impl SimKernel {
             next_pid: FIRST_PID,
             next_tid: 1,
             clock_ns: 0,
-            exits: Vec::new(),
+            ends: Vec::new(),
+            counts: BTreeMap::new(),
         }
     }
 
@@ -135,7 +159,7 @@ impl SimKernel {
     pub fn spawn(&mut self, uid: Uid) -> Pid {
         let pid = self.next_pid;
         self.next_pid += 1;
-        self.tasks.insert(pid, SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true });
+        self.tasks.insert(pid, SimTask::new(uid));
         self.add_thread(pid);
         pid
     }
@@ -148,7 +172,7 @@ impl SimKernel {
             Some(t) if !t.alive => {}
             _ => return Err(SimError::NoSuchTask(pid)),
         }
-        self.tasks.insert(pid, SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true });
+        self.tasks.insert(pid, SimTask::new(uid));
         self.add_thread(pid);
         Ok(pid)
     }
@@ -264,12 +288,22 @@ impl SimKernel {
         let mut exec = thread.exec;
         let context = hit_context(thread.pid, tid);
         let info = TrapInfo { rip, user_mode, context, timestamp: self.clock_ns };
+        let counts = &mut self.counts;
         let c = self.cpus.get_mut(cpu as usize).ok_or(SimError::NoSuchCpu(cpu))?;
         let SimCpu { state, regs, ring, .. } = c;
         let step = exec.run(regs, &access, |regs, _phase: Phase| {
             // SAFETY: this struct is the only producer on the CPU's ring
             // (its "#DB handler"), and nothing runs concurrently with it.
             let verdict = unsafe { state.handle_debug_exception(regs, &**ring, &info) };
+            // The patch's counters: every slot that fired, its record
+            // queued or dropped.
+            for slot in Slot::ALL {
+                if verdict.hits & (1 << slot.index()) != 0
+                    && let Some(loaded) = state.loaded().slot(slot)
+                {
+                    *counts.entry(loaded.token).or_insert(0) += 1;
+                }
+            }
             verdict.set_resume_flag
         });
         if let Some(t) = self.threads.get_mut(&tid) {
@@ -279,19 +313,69 @@ impl SimKernel {
     }
 
     /// Task `pid` exits: its threads leave their CPUs (a switch away, so
-    /// their pieces are disarmed) and the exit is queued for the server.
+    /// their pieces are disarmed) and, if the server follows it, the exit
+    /// is queued for the server.
     pub fn exit(&mut self, pid: Pid) -> Result<(), SimError> {
         let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(SimError::NoSuchTask(pid))?;
         task.alive = false;
-        task.plan = ContextPlan::EMPTY;
         let threads = task.threads.clone();
         for tid in threads {
             if let Some(cpu) = self.threads.get(&tid).and_then(|t| t.cpu) {
                 self.switch(cpu, None)?;
             }
         }
-        self.exits.push(pid);
+        self.end_plan(pid, EndReason::Exit);
         Ok(())
+    }
+
+    /// A thread of `pid` changes its effective uid to `uid` (a set-uid
+    /// exec, `setresuid`): as the patch does, the task's plan is dropped
+    /// from every thread whoever armed it, and the server (if it follows
+    /// the task) is told; the task runs on, unwatched until re-armed.
+    pub fn set_euid(&mut self, pid: Pid, uid: Uid) -> Result<(), SimError> {
+        let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(SimError::NoSuchTask(pid))?;
+        let changed = task.uid != uid;
+        task.uid = uid;
+        if changed {
+            self.end_plan(pid, EndReason::Identity);
+        }
+        Ok(())
+    }
+
+    /// The kernel ends `pid`'s plan: every thread loses it at once, and one
+    /// end is queued if the server followed the task.
+    fn end_plan(&mut self, pid: Pid, reason: EndReason) {
+        let Some(task) = self.tasks.get_mut(&pid) else { return };
+        task.plan = ContextPlan::EMPTY;
+        let attached = std::mem::replace(&mut task.attached, false);
+        if attached {
+            task.ending = true;
+            self.ends.push(TaskEnd { pid, reason });
+        }
+        self.reload_task(pid);
+    }
+
+    /// Load `pid`'s current plan on every CPU one of its threads runs on.
+    fn reload_task(&mut self, pid: Pid) {
+        let plan = self.tasks.get(&pid).map(|t| t.plan);
+        for c in &mut self.cpus {
+            let runs_pid = c.running.and_then(|tid| self.threads.get(&tid)).is_some_and(|t| t.pid == pid);
+            if runs_pid {
+                c.state.reload(&mut c.regs, plan.as_ref());
+            }
+        }
+    }
+
+    /// Whether the server follows `pid` (it set a plan and has not released
+    /// it, and the plan did not end).
+    pub fn is_attached(&self, pid: Pid) -> bool {
+        self.tasks.get(&pid).is_some_and(|t| t.attached)
+    }
+
+    /// Hit records the CPUs' rings dropped because they were full (since
+    /// start). Their hits are still counted.
+    pub fn dropped_records(&self) -> u64 {
+        self.cpus.iter().map(|c| c.ring.dropped()).sum()
     }
 
     /// Move the clock forward.
@@ -338,15 +422,19 @@ impl Kernel for SimKernel {
     }
 
     fn set_task_plan(&mut self, pid: Pid, plan: &ContextPlan) -> Result<(), KernelError> {
-        let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(KernelError::NoSuchTask(pid))?;
+        // Not before its end is taken, as the patch's ended `pid-<pid>`.
+        let task = self.tasks.get_mut(&pid).filter(|t| t.alive && !t.ending).ok_or(KernelError::NoSuchTask(pid))?;
         task.plan = *plan;
-        for c in &mut self.cpus {
-            let runs_pid = c.running.and_then(|tid| self.threads.get(&tid)).is_some_and(|t| t.pid == pid);
-            if runs_pid {
-                c.state.reload(&mut c.regs, Some(plan));
-            }
-        }
+        task.attached = true;
+        self.reload_task(pid);
         Ok(())
+    }
+
+    fn release_task(&mut self, pid: Pid) {
+        let Some(task) = self.tasks.get_mut(&pid) else { return };
+        task.plan = ContextPlan::EMPTY;
+        task.attached = false;
+        self.reload_task(pid);
     }
 
     fn set_cpu_plan(&mut self, cpu: CpuId, plan: &CpuPlan) -> Result<(), KernelError> {
@@ -380,12 +468,17 @@ impl Kernel for SimKernel {
         self.threads.get(&tid).map(|t| t.pid).filter(|&pid| u64::from(pid) == context >> 32)
     }
 
-    fn dropped_hits(&self) -> u64 {
-        self.cpus.iter().map(|c| c.ring.dropped()).sum()
+    fn take_counts(&mut self, out: &mut Vec<PieceCount>) {
+        out.extend(std::mem::take(&mut self.counts).into_iter().map(|(token, hits)| PieceCount { token, hits }));
     }
 
-    fn take_exits(&mut self, out: &mut Vec<Pid>) {
-        out.append(&mut self.exits);
+    fn take_ends(&mut self, out: &mut Vec<TaskEnd>) {
+        for end in &self.ends {
+            if let Some(t) = self.tasks.get_mut(&end.pid) {
+                t.ending = false;
+            }
+        }
+        out.append(&mut self.ends);
     }
 
     fn now_ns(&self) -> u64 {
@@ -395,6 +488,7 @@ impl Kernel for SimKernel {
     fn disarm_all(&mut self) {
         for t in self.tasks.values_mut() {
             t.plan = ContextPlan::EMPTY;
+            t.attached = false;
         }
         for c in &mut self.cpus {
             c.state.set_plan(CpuPlan::EMPTY);
@@ -467,10 +561,10 @@ mod tests {
         sim.exit(pid).unwrap();
         assert_eq!(sim.armed_slots(), 0);
         assert_eq!(sim.task(pid), Err(KernelError::NoSuchTask(pid)));
-        let mut exits = Vec::new();
-        sim.take_exits(&mut exits);
-        sim.take_exits(&mut exits);
-        assert_eq!(exits, [pid]);
+        let mut ends = Vec::new();
+        sim.take_ends(&mut ends);
+        sim.take_ends(&mut ends);
+        assert_eq!(ends, [TaskEnd { pid, reason: EndReason::Exit }]);
         assert_eq!(sim.run(tid, MemAccess::read(0x3000, 4)), Err(SimError::NotRunning(tid)));
     }
 
@@ -491,5 +585,85 @@ mod tests {
         sim.disarm_all();
         assert_eq!(sim.armed_slots(), 0);
         assert!(!sim.any_plan());
+    }
+
+    fn counts(sim: &mut SimKernel) -> Vec<PieceCount> {
+        let mut out = Vec::new();
+        sim.take_counts(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_flood_drops_records_but_never_a_count() {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(0);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &plan(0x1000, Len::Eight, Access::Write, 9)).unwrap();
+        let n = CPU_RING_RECORDS as u64 + 1000;
+        for _ in 0..n {
+            sim.run(tid, MemAccess::write(0x1000, 8)).unwrap();
+        }
+        assert_eq!(sim.dropped_records(), 1000);
+        assert_eq!(counts(&mut sim), [PieceCount { token: 9, hits: n }]);
+        assert!(counts(&mut sim).is_empty(), "deltas: read once");
+    }
+
+    #[test]
+    fn an_identity_change_ends_the_plan_of_every_thread_and_is_reported() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(1000);
+        let t1 = sim.main_thread(pid).unwrap();
+        let t2 = sim.spawn_thread(pid).unwrap();
+        sim.switch(0, Some(t1)).unwrap();
+        sim.switch(1, Some(t2)).unwrap();
+        sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)).unwrap();
+        assert_eq!(sim.armed_slots(), 2);
+        sim.set_euid(pid, 0).unwrap();
+        assert_eq!(sim.armed_slots(), 0, "dropped at once on both CPUs");
+        assert_eq!(sim.task(pid), Ok(TaskInfo { pid, uid: 0 }), "the task runs on as its new uid");
+        assert_eq!(
+            sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)),
+            Err(KernelError::NoSuchTask(pid)),
+            "not through the ended plan before its end is taken"
+        );
+        let mut ends = Vec::new();
+        sim.take_ends(&mut ends);
+        assert_eq!(ends, [TaskEnd { pid, reason: EndReason::Identity }]);
+        assert!(!sim.is_attached(pid));
+        assert_eq!(
+            sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)),
+            Ok(()),
+            "after the end was taken, the task may be armed again"
+        );
+        sim.release_task(pid);
+        sim.set_euid(pid, 0).unwrap();
+        sim.take_ends(&mut ends);
+        assert_eq!(ends.len(), 1, "no change, no event");
+        // Armed again, by whoever decides to.
+        sim.set_task_plan(pid, &plan(0x1000, Len::Four, Access::Write, 3)).unwrap();
+        assert_eq!(sim.run(t1, MemAccess::write(0x1000, 4)).unwrap().trap, 1);
+    }
+
+    #[test]
+    fn only_a_followed_task_reports_its_end_and_a_reused_pid_starts_unfollowed() {
+        let mut sim = SimKernel::new(1);
+        let a = sim.spawn(0);
+        let b = sim.spawn(0);
+        sim.set_task_plan(a, &ContextPlan::EMPTY).unwrap();
+        assert!(sim.is_attached(a), "an empty plan follows the task too");
+        sim.exit(a).unwrap();
+        sim.exit(b).unwrap();
+        let mut ends = Vec::new();
+        sim.take_ends(&mut ends);
+        assert_eq!(ends, [TaskEnd { pid: a, reason: EndReason::Exit }]);
+        sim.spawn_reusing(a, 1000).unwrap();
+        assert!(!sim.is_attached(a));
+        let c = sim.spawn(0);
+        sim.set_task_plan(c, &ContextPlan::EMPTY).unwrap();
+        sim.release_task(c);
+        sim.exit(c).unwrap();
+        sim.take_ends(&mut ends);
+        assert_eq!(ends.len(), 1, "a released task is not followed");
     }
 }
