@@ -46,6 +46,8 @@ status=$?
 set -e
 echo "linux-compare: $(basename "$kernel"), -smp $smp, QEMU exit $status after $(( $(date +%s) - start )) s"
 grep -E '^(info|calib|check|raw|figure|linux-compare:)' "$log" || true
+# The guest's checks as the plain "N passed, M failed" line run-all.sh adds up.
+echo "$(grep -c '^check .* ok ' "$log" || true) passed, $(grep -c '^check .* FAIL' "$log" || true) failed"
 grep -E '^check .* FAIL' "$log" && { echo "linux-compare: guest checks FAILED; log: $PWD/$log" >&2; exit 1; }
 grep -q '^linux-compare: done 0 failed checks' "$log" || { echo "linux-compare: guest did not finish (status $status); log: $PWD/$log" >&2; exit 1; }
 /usr/bin/python3 table.py "$log" "$@"
