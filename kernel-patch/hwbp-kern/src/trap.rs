@@ -121,7 +121,14 @@ pub unsafe fn handle_debug_exception_in<V: LoadedView + ?Sized, R: DebugRegs, co
     let ours = Dr6Status::decode(raw).slots & used;
     // Only user code is stopped: a kernel-mode access (a syscall copying a
     // watched buffer) cannot be parked half-way, so it is recorded only.
-    let stopping = if info.user_mode { ours & loaded.stop_slots() } else { 0 };
+    let mut stopping = if info.user_mode { ours & loaded.stop_slots() } else { 0 };
+    // A stopped thread runs again only when hwbpd, told by its record,
+    // resumes it: without room for every record of this #DB, stopping
+    // could leave it stopped with nobody knowing. The consumer only frees
+    // room, so what this producer sees free stays free.
+    if stopping != 0 && ring.capacity().saturating_sub(ring.len()) < ours.count_ones() as usize {
+        stopping = 0;
+    }
     let mut fired = ours;
     while let Some(slot) = Slot::new(fired.trailing_zeros() as usize) {
         fired &= !slot.bit();
@@ -308,6 +315,27 @@ mod tests {
         let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
         assert!(v.stop);
         assert!(drain(&ring).iter().all(|r| r.flags == HIT_STOPPED));
+    }
+
+    #[test]
+    fn a_stop_whose_record_cannot_be_queued_does_not_stop() {
+        let (cpu, mut regs) = armed_with_stop();
+        let ring = HitRing::<2>::new();
+        let filler = HitRecord { token: 1, ..HitRecord::ZERO };
+        assert!(unsafe { ring.push(filler) });
+        regs.dr6 = dr6::CLEAR | 0b0011;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "two records, room for one: nobody would hear of the stop");
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "a full ring");
+        assert_eq!(v.dropped, 0b0010);
+        let _ = drain(&ring);
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "DR6 was cleared: nothing fired");
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.stop, "room again");
     }
 
     #[test]
