@@ -37,10 +37,21 @@ append=""
 for pair in "SYSCALL_ENTRY:19syscall_instruction$" "DEBUG_ENTRY:15debug_with_hwbp$" \
             "NMI_ENTRY:12non_maskable$" "DEBUG_STACK:20INIT_BSP_DEBUG_STACK" \
             "HWBP_TEXT:^__hwbp_text_start$" "BSP_PCR:7BSP_PCR" "BSP_IDT:12INIT_BSP_IDT" \
-            "BACKUP_STACK:21INIT_BSP_BACKUP_STACK" "READINESS:17READINESS_PENDING"; do
+            "BACKUP_STACK:21INIT_BSP_BACKUP_STACK" "READINESS:17READINESS_PENDING" \
+            "KFUNC_LSEEK:7syscall2fs5lseek$" "KVAR_NEXT_ID:6scheme4proc7NEXT_ID"; do
     addr="$(symbol "${pair#*:}")"
     [[ -n "$addr" ]] && append+="HWBP_SYM_${pair%%:*}=$addr "
 done
+# The kernel watch check's expected instruction pointers: a data watch is a
+# trap, so a record's rip is the instruction after each write to proc's
+# NEXT_ID (the address of the line that follows each one in the listing).
+i=0
+while read -r ip; do
+    append+="HWBP_SYM_KVAR_NEXT_ID_IP$i=$ip "
+    i=$((i + 1))
+done < <(objdump -d --no-show-raw-insn "$kernel" 2>/dev/null \
+         | awk 'after { sub(/:$/, "", $1); print $1; after = 0 }
+                /6scheme4proc7NEXT_ID/ && !/^[0-9a-f]+ </ { after = 1 }' | head -n 8)
 qemu=(qemu-system-x86_64 -machine q35 -smp 2 -cpu max -accel tcg -m 1G
       -display none -monitor none -serial "file:$log" -no-reboot
       -kernel "$loader" -initrd "$work/bundle.bin" -append "${append% }")

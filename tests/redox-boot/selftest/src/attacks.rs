@@ -18,13 +18,13 @@ use crate::{addr_of, data_hit, drain, errno_msg, expect_errno, expect_hits, piec
 /// Size of the kernel environment we read (it is a few hundred bytes).
 const ENV_MAX: usize = 4096;
 
-struct Env {
+pub struct Env {
     bytes: [u8; ENV_MAX],
     len: usize,
 }
 
 impl Env {
-    fn read() -> Result<Env, Line> {
+    pub fn read() -> Result<Env, Line> {
         let fd = openat(SYS_ROOT, "env", syscall::O_RDONLY).map_err(|e| errno_msg("open sys:env", e))?;
         let mut env = Env { bytes: [0; ENV_MAX], len: 0 };
         loop {
@@ -40,7 +40,7 @@ impl Env {
         Ok(env)
     }
 
-    fn symbol(&self, name: &str) -> Result<u64, Line> {
+    pub fn symbol(&self, name: &str) -> Result<u64, Line> {
         env_symbol(&self.bytes[..self.len], name).ok_or_else(|| {
             let mut l = Line::default();
             let _ = write!(l, "no address for {name} (run through tests/redox-boot/run.sh)");

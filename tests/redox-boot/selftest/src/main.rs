@@ -135,6 +135,7 @@ macro_rules! check {
 
 // After the macros, so `fail!` and `check!` are in scope there.
 mod attacks;
+mod kernel;
 mod process;
 mod stop;
 mod stream;
@@ -463,6 +464,7 @@ extern "C" fn selftest_main() -> ! {
             s = thread::group_close(&mut t, s, &mut infra);
             s = stop::group_stop(&mut t, s, &infra);
             attacks::group_attacks(&mut t, &s);
+            kernel::group_kernel(&mut t, &s);
             process::group_process(&mut t, &s, &infra);
             process::group_counts(&mut t, &s);
             // Last: it leaves CPU 0's `dropped` counter non-zero for good.
@@ -470,7 +472,7 @@ extern "C" fn selftest_main() -> ! {
             drop(s);
         }
         None => {
-            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "stop", "attacks", "process", "stream"] {
+            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "stop", "attacks", "kernel", "process", "stream"] {
                 check!(&mut t, Err(Line::default()), "{g}: not run, the kernel offers no hwbp handles");
             }
         }
