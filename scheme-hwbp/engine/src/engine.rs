@@ -502,10 +502,12 @@ impl Engine {
     }
 
     /// Tell the engine that task `pid` ran (had a thread on a CPU) since
-    /// the last rotation: with [`Rotation::TasksThatRan`] the next rotation
-    /// moves its waiting breakpoints. Any other task keeps its order.
+    /// the last tick: with [`Rotation::TasksThatRan`] the next rotation
+    /// moves its waiting breakpoints; the tasks not reported since the last
+    /// rotation (or since the last tick without contention) keep their
+    /// order.
     pub fn task_ran(&mut self, pid: Pid) {
-        if self.cfg.rotation == Rotation::TasksThatRan && self.tasks.contains_key(&pid) {
+        if self.cfg.rotation == Rotation::TasksThatRan {
             self.ran.insert(pid);
         }
     }
@@ -513,6 +515,10 @@ impl Engine {
     /// Rotate the flexible breakpoints if a rotation period has passed and
     /// some were left out, and recompute the plans if anything changed.
     pub fn tick(&mut self, now: Nanos) -> PlanChanges {
+        if !self.contended {
+            // Nothing waits: what ran before contention starts moves nothing.
+            self.ran.clear();
+        }
         let due = self.last_rotation.is_none_or(|t| now.saturating_sub(t) >= self.cfg.rotation_ns);
         if self.contended && due {
             self.rotate();

@@ -24,8 +24,12 @@ use super::Engine;
 /// What the definition arms and asks for.
 pub(super) struct Reference {
     pub running: FxHashSet<BpId>,
-    /// What the next rotation moves (every domain's asks), sorted.
+    /// What the next rotation moves if every task ran (every domain's
+    /// asks), sorted.
     pub moves: Vec<BpId>,
+    /// What each task asks for, and the cpu-wide domain.
+    pub task_asks: FxHashMap<Pid, Vec<BpId>>,
+    pub cpu_wide_asks: Vec<BpId>,
 }
 
 impl Engine {
@@ -51,7 +55,8 @@ impl Engine {
         let mut first_any: Option<BpId> = None;
         let mut first_cpu_wide: Option<BpId> = None;
         let mut first_of_task: FxHashMap<Pid, (BpId, bool)> = FxHashMap::default();
-        let mut moves: Vec<BpId> = Vec::new();
+        let mut task_asks: FxHashMap<Pid, Vec<BpId>> = FxHashMap::default();
+        let mut cpu_wide_asks: Vec<BpId> = Vec::new();
         for &(_, id) in &order {
             let Some(bp) = self.bps.get(&id) else { continue };
             let (units, real) = bp.units_beside(|t| placed.contains(t));
@@ -79,20 +84,40 @@ impl Engine {
             }
             match bp.req.scope.pid() {
                 Some(pid) => {
+                    let asks = task_asks.entry(pid).or_default();
                     if let Some((first, asked)) = first_of_task.get_mut(&pid)
                         && !*asked
                     {
                         *asked = true;
-                        moves.push(*first);
+                        asks.push(*first);
                     }
-                    moves.extend(first_cpu_wide);
+                    asks.extend(first_cpu_wide);
                 }
-                None => moves.extend(first_any),
+                None => cpu_wide_asks.extend(first_any),
             }
         }
+        let mut moves: Vec<BpId> = task_asks.values().flatten().chain(&cpu_wide_asks).copied().collect();
         moves.sort_unstable();
         moves.dedup();
-        Reference { running, moves }
+        Reference { running, moves, task_asks, cpu_wide_asks }
+    }
+
+    /// Test aid: what a rotation now moves by the definition, if the tasks
+    /// `ran` ran since the last rotation (`None`: every task), sorted.
+    #[doc(hidden)]
+    pub fn reference_rotation(&self, ran: Option<&[Pid]>) -> Vec<BpId> {
+        let r = self.reference();
+        let mut moves: Vec<BpId> = r
+            .task_asks
+            .iter()
+            .filter(|(pid, _)| ran.is_none_or(|ran| ran.contains(pid)))
+            .flat_map(|(_, asks)| asks)
+            .chain(&r.cpu_wide_asks)
+            .copied()
+            .collect();
+        moves.sort_unstable();
+        moves.dedup();
+        moves
     }
 
     /// Test aid: compare the current plans, running flags, routes, pending
