@@ -8,10 +8,9 @@
 //! plans), `rotation` (what the next rotation moves), `reference` (the
 //! definition the property tests hold the planner to).
 
-use std::collections::BTreeSet;
-
 use hwbp_kern::{Composition, ContextPlan, CpuId, CpuPlan, NUM_SLOTS, Piece, Token, compose};
 
+mod cross;
 mod index;
 mod planner;
 mod reach;
@@ -24,8 +23,8 @@ use crate::error::EngineError;
 use crate::load::Load;
 use crate::request::{Request, Scope, validate};
 use crate::{BpId, Nanos, Pid, Uid};
+use cross::Cross;
 use index::{Class, Domain, DomainId, Place};
-use reach::Reach;
 use running::SlotUses;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -135,6 +134,9 @@ struct Bp {
     /// the pinned accounting already (kept in step by `attach` and
     /// `detach`; saves the planner a slot lookup per piece).
     pinned_shared: u8,
+    /// One of its slots has another user (kept in step by `attach` and
+    /// `detach`): only then does a walk look for sharers of its slots.
+    shared: bool,
     /// Not disabled by the user.
     enabled: bool,
     /// Its task has not exited.
@@ -211,7 +213,10 @@ pub struct Engine {
     next_id: BpId,
     next_token: Token,
     next_rotation_key: u64,
-    bps: FxHashMap<BpId, Bp>,
+    /// Boxed: the table stays small and the records keep the order they
+    /// were opened in, so the breakpoints of one task lie together in
+    /// memory (fewer cache and TLB misses per walk with many open).
+    bps: FxHashMap<BpId, Box<Bp>>,
     slots: FxHashMap<Token, SlotEntry>,
     slot_by_key: FxHashMap<SlotKey, Token>,
     /// Slots of live pinned breakpoints (disabled ones included).
@@ -221,13 +226,11 @@ pub struct Engine {
     tasks: FxHashMap<Pid, Domain>,
     /// The same for the cpu-wide flexible breakpoints.
     cpu_wide: Domain,
-    /// Every task's counts along the order, for the cpu-wide walk.
-    reach: Reach,
-    /// Every task domain's first armed breakpoint, and last left-out key
-    /// (with the task), and how many tasks ask for their own first: what
-    /// the rotation needs without a walk over the tasks (`rotation.rs`).
-    firsts: BTreeSet<(u64, BpId)>,
-    lasts: BTreeSet<(u64, Pid)>,
+    /// Every task at once, for the cpu-wide domain (`cross.rs`): kept
+    /// while the cpu-wide domain is not empty.
+    cross: Option<Cross>,
+    /// How many task domains ask the next rotation to move their own
+    /// first armed breakpoint (`rotation.rs`).
     asking_own: usize,
     /// Live breakpoints of each task.
     task_bps: FxHashMap<Pid, FxHashSet<BpId>>,
@@ -275,9 +278,7 @@ impl Engine {
             pinned_load: Load::new(cfg.cpus),
             tasks: FxHashMap::default(),
             cpu_wide: Domain::default(),
-            reach: Reach::new(cfg.cpus),
-            firsts: BTreeSet::new(),
-            lasts: BTreeSet::new(),
+            cross: None,
             asking_own: 0,
             task_bps: FxHashMap::default(),
             open_per_uid: FxHashMap::default(),
@@ -338,6 +339,7 @@ impl Engine {
             req: *req,
             uid,
             pinned_shared: self.pinned_mask(&tokens),
+            shared: self.has_sharers(&tokens),
             pieces,
             tokens,
             enabled: !req.disabled,
@@ -352,7 +354,7 @@ impl Engine {
         if let Some(pid) = req.scope.pid() {
             self.task_bps.entry(pid).or_default().insert(id);
         }
-        self.bps.insert(id, bp);
+        self.bps.insert(id, Box::new(bp));
         *self.open_per_uid.entry(uid).or_default() += 1;
         self.place(id, now);
         if req.pinned {
@@ -416,7 +418,9 @@ impl Engine {
             (false, None) => Some(self.take_rotation_key()),
         };
         let pinned_shared = self.pinned_mask(&tokens);
+        let shared = self.has_sharers(&tokens);
         if let Some(bp) = self.bps.get_mut(&id) {
+            bp.shared = shared;
             bp.accrue(now);
             bp.req = *req;
             bp.pieces = pieces;
@@ -480,13 +484,17 @@ impl Engine {
             self.release(id, &bp, now);
             bp.alive = false;
             bp.rotation_key = None;
+            // Its slots are released.
+            bp.shared = false;
             self.bps.insert(id, bp);
         }
         self.task_bps.remove(&pid);
         // Its walk, what it asked for and its counts in `Reach` go with it.
         if let Some(d) = self.tasks.remove(&pid) {
-            self.note_asks(pid, (d.first(), d.last_left_out), (None, None));
-            self.reach.remove(pid, &d.reach);
+            self.asking_own -= usize::from(Engine::asks_own(d.first(), d.last_left_out));
+            if let Some(cross) = self.cross.as_mut() {
+                cross.remove(pid, &d);
+            }
         }
         self.walk_tasks.remove(&pid);
         self.ran.remove(&pid);
@@ -640,9 +648,8 @@ impl Engine {
             && self.pinned_load.is_empty()
             && self.tasks.is_empty()
             && self.cpu_wide.is_empty()
-            && self.reach.is_empty()
-            && self.firsts.is_empty()
-            && self.lasts.is_empty()
+            && self.cross.is_none()
+            && self.asking_own == 0
             && self.task_bps.is_empty()
             && self.open_per_uid.is_empty()
             && self.ctx_plans.is_empty()
@@ -822,6 +829,14 @@ impl Engine {
                 });
                 slot.users.push(id);
                 slot.pinned_users += u32::from(pinned);
+                // The slot's first user shares it from now on (with more,
+                // the others do already; `id` is marked by its caller).
+                if let [first, _] = slot.users[..]
+                    && let Some(bp) = self.bps.get_mut(&first)
+                {
+                    bp.shared = true;
+                }
+                let Some(slot) = self.slots.get_mut(&token) else { return token };
                 // Others already holding the slot now share a pinned one.
                 if pinned && slot.pinned_users == 1 && slot.users.len() > 1 {
                     let users = slot.users.clone();
@@ -830,6 +845,11 @@ impl Engine {
                 token
             })
             .collect()
+    }
+
+    /// Whether one of `tokens`' slots has more than one user.
+    fn has_sharers(&self, tokens: &[Token]) -> bool {
+        tokens.iter().any(|t| self.slots.get(t).is_some_and(|s| s.users.len() > 1))
     }
 
     /// Bits of `tokens` whose slot has a pinned user.
@@ -874,6 +894,14 @@ impl Engine {
             if let Some(i) = slot.users.iter().position(|&u| u == id) {
                 slot.users.remove(i);
             }
+            if let [last] = slot.users[..] {
+                // It may share no slot any more.
+                let shared = self.bps.get(&last).is_some_and(|b| self.has_sharers(&b.tokens));
+                if let Some(bp) = self.bps.get_mut(&last) {
+                    bp.shared = shared;
+                }
+            }
+            let Some(slot) = self.slots.get_mut(token) else { continue };
             if !slot.users.contains(&id) {
                 slot.routed.retain(|&u| u != id);
             }

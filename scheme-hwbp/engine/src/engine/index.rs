@@ -92,7 +92,8 @@ pub(super) struct Domain {
     /// depend on it: `rotation.rs`).
     pub last_left_out: Option<u64>,
     /// Task domains: where the task's counts first reach each level
-    /// (`reach.rs`), as last entered in the engine's `Reach`.
+    /// (`reach.rs`), as last entered in the engine's `Cross` (not kept
+    /// while there is none).
     pub reach: Vec<super::reach::ReachEntry>,
 }
 
@@ -137,7 +138,7 @@ impl Domain {
 
     /// No breakpoint and nothing left of the last walk.
     pub fn is_empty(&self) -> bool {
-        self.classes.is_empty() && self.armed.is_empty() && self.last_left_out.is_none() && self.reach.is_empty()
+        self.classes.is_empty() && self.armed.is_empty() && self.last_left_out.is_none()
     }
 
     /// The first breakpoint the last walk armed: what the domain's

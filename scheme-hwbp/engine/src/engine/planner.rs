@@ -27,13 +27,25 @@
 
 use crate::{BpId, Nanos, Pid};
 
-use super::walk::WalkResult;
+use super::cross::Cross;
 use super::index::Armed;
-use super::{reach, Engine};
+use super::walk::WalkResult;
+use super::{Engine, reach};
 
 impl Engine {
     /// Bring the walks up to date with the changes since the last plan.
     pub(super) fn plan(&mut self, now: Nanos) {
+        if !self.cpu_wide.is_idle() && self.cross.is_none() {
+            self.build_cross();
+        }
+        self.plan_walks(now);
+        if self.cpu_wide.is_empty() {
+            // No cpu-wide walk reads it any more.
+            self.cross = None;
+        }
+    }
+
+    fn plan_walks(&mut self, now: Nanos) {
         if self.always_full || std::mem::take(&mut self.walk_all) {
             return self.replan_everything(now);
         }
@@ -69,24 +81,43 @@ impl Engine {
         }
     }
 
+    /// Every task domain's last walk into a new `Cross` (its counts in
+    /// `Reach` computed afresh: they are not kept without one).
+    pub(super) fn build_cross(&mut self) {
+        let mut cross = Cross::new(self.cfg.cpus);
+        for (&pid, d) in self.tasks.iter_mut() {
+            d.reach = reach::entries(&self.pinned_load.task_scratch(pid), &d.armed);
+            cross.add(pid, d);
+        }
+        self.cross = Some(cross);
+    }
+
     /// Install task `pid`'s walk: running flags, what it asks of the next
-    /// rotation, its counts in `Reach`. Returns whether those changed.
+    /// rotation, and (while there is a `Cross`) its counts in `Reach`.
+    /// Returns whether those counts changed.
     fn apply_task_walk(&mut self, pid: Pid, result: WalkResult, now: Nanos) -> bool {
-        let pinned = self.pinned_load.task_scratch(pid);
-        let entries = reach::entries(&pinned, &result.armed);
+        let entries = self.cross.is_some().then(|| reach::entries(&self.pinned_load.task_scratch(pid), &result.armed));
         let Some(d) = self.tasks.get_mut(&pid) else { return false };
-        let old_asks = (d.first(), d.last_left_out);
+        let (old_first, old_last) = (d.first(), d.last_left_out);
         let old = std::mem::replace(&mut d.armed, result.armed);
         d.last_left_out = result.last_left_out;
-        let new_asks = (d.first(), d.last_left_out);
-        let reach_changed = d.reach != entries;
-        if reach_changed {
-            let old_entries = std::mem::replace(&mut d.reach, entries);
-            self.reach.remove(pid, &old_entries);
-            self.reach.insert(pid, &self.tasks[&pid].reach);
+        let (new_first, new_last) = (d.first(), d.last_left_out);
+        self.asking_own -= usize::from(Engine::asks_own(old_first, old_last));
+        self.asking_own += usize::from(Engine::asks_own(new_first, new_last));
+        let mut reach_changed = false;
+        if let (Some(cross), Some(entries)) = (self.cross.as_mut(), entries) {
+            reach_changed = d.reach != entries;
+            let old_entries = if reach_changed { std::mem::replace(&mut d.reach, entries) } else { Vec::new() };
+            if reach_changed || (old_first, old_last) != (new_first, new_last) {
+                cross.remove_parts(pid, &old_entries, old_first, old_last);
+                if reach_changed {
+                    cross.reach.insert(pid, &d.reach);
+                }
+                cross.firsts.extend(new_first);
+                cross.lasts.extend(new_last.map(|l| (l, pid)));
+            }
         }
-        self.note_asks(pid, old_asks, new_asks);
-        let new = self.tasks[&pid].armed.clone();
+        let new = d.armed.clone();
         self.set_armed(&old, &new, now);
         if self.tasks.get(&pid).is_some_and(|d| d.is_empty()) {
             self.tasks.remove(&pid);

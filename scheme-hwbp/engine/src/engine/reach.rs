@@ -40,7 +40,7 @@ pub(super) struct ReachEntry {
 }
 
 /// Per level, where tasks first reach it; see the module documentation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Reach {
     any: [BTreeSet<(u64, Pid)>; LEVELS],
     only: Vec<[BTreeSet<(u64, Pid)>; LEVELS]>,
@@ -86,6 +86,7 @@ impl Reach {
             .unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.any.iter().chain(self.only.iter().flatten()).all(BTreeSet::is_empty)
     }

@@ -223,10 +223,30 @@ impl Engine {
             if bp.place == Place::AlwaysRunning && !bp.running {
                 return Err(format!("breakpoint {id} in pinned slots only does not run"));
             }
+            if bp.shared != self.has_sharers(&bp.tokens) {
+                return Err(format!("breakpoint {id} shared {} but its slots say otherwise", bp.shared));
+            }
         }
         let total: usize = self.tasks.values().map(|d| d.len()).sum::<usize>() + self.cpu_wide.len();
         if total != indexed {
             return Err(format!("{total} breakpoints indexed, {indexed} to plan"));
+        }
+        self.check_cross()
+    }
+
+    /// The `Cross` (kept exactly while the cpu-wide domain is not empty)
+    /// is what the task domains' last walks give.
+    fn check_cross(&self) -> Result<(), String> {
+        match (&self.cross, self.cpu_wide.is_empty()) {
+            (None, true) => return Ok(()),
+            (Some(_), true) => return Err("a Cross without cpu-wide breakpoints".to_string()),
+            (None, false) => return Err("cpu-wide breakpoints without a Cross".to_string()),
+            (Some(_), false) => {}
+        }
+        let mut fresh = self.clone();
+        fresh.build_cross();
+        if fresh.cross != self.cross {
+            return Err("the Cross is out of step with the task domains' walks".to_string());
         }
         Ok(())
     }

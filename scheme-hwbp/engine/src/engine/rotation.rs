@@ -16,9 +16,10 @@
 //! - the cpu-wide domain asks for `G`, the first armed of all (the first
 //!   of the tasks' firsts and `W`), if `G` is ahead of its last left-out.
 //!
-//! The engine keeps every task's first and last left-out in two ordered
-//! sets and counts the tasks that ask for their own first, so `G`, "does
-//! any task ask for `W`" and "is anything contended" are O(log N).
+//! The engine counts the tasks that ask for their own first, and, while
+//! there are cpu-wide flexible breakpoints, keeps every task's first and
+//! last left-out in two ordered sets (`cross.rs`), so `G`, "does any task
+//! ask for `W`" and "is anything contended" are O(log N).
 
 use crate::{BpId, Pid};
 
@@ -35,9 +36,15 @@ impl Engine {
         (own, cpu_wide)
     }
 
+    /// Whether a task whose walk armed `first` first and left out `last`
+    /// last asks for its first.
+    pub(super) fn asks_own(first: Option<(u64, BpId)>, last: Option<u64>) -> bool {
+        first.zip(last).is_some_and(|((f, _), l)| f < l)
+    }
+
     /// The first armed flexible breakpoint of all domains.
     fn first_of_all(&self) -> Option<(u64, BpId)> {
-        let first_task = self.firsts.first().copied();
+        let first_task = self.cross.as_ref().and_then(|c| c.firsts.first().copied());
         match (first_task, self.cpu_wide.first()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -54,7 +61,7 @@ impl Engine {
     pub(super) fn is_contended(&self) -> bool {
         self.asking_own > 0
             || self.cpu_wide_asks().is_some()
-            || self.cpu_wide.first().zip(self.lasts.last()).is_some_and(|((w, _), &(l, _))| w < l)
+            || self.cpu_wide.first().zip(self.cross.as_ref().and_then(|c| c.lasts.last())).is_some_and(|((w, _), &(l, _))| w < l)
     }
 
     /// What the next rotation moves if every task ran, sorted, once each.
@@ -73,34 +80,13 @@ impl Engine {
         moves
     }
 
-    /// Task `pid`'s last walk changed its first armed or last left-out
-    /// breakpoint from `old`: keep the ordered sets and the count of tasks
-    /// asking for their own first in step.
-    pub(super) fn note_asks(&mut self, pid: Pid, old: (Option<(u64, BpId)>, Option<u64>), new: (Option<(u64, BpId)>, Option<u64>)) {
-        let asks_own = |(first, last): (Option<(u64, BpId)>, Option<u64>)| first.zip(last).is_some_and(|((f, _), l)| f < l);
-        if let Some(f) = old.0 {
-            self.firsts.remove(&f);
-        }
-        if let Some(l) = old.1 {
-            self.lasts.remove(&(l, pid));
-        }
-        self.asking_own -= usize::from(asks_own(old));
-        if let Some(f) = new.0 {
-            self.firsts.insert(f);
-        }
-        if let Some(l) = new.1 {
-            self.lasts.insert((l, pid));
-        }
-        self.asking_own += usize::from(asks_own(new));
-    }
-
     /// Move what the domains that ran since the last rotation ask for
     /// (every task's with [`Rotation::AllTasks`]; the cpu-wide domain's
     /// always: it is on every CPU) to the back of the order, keeping their
     /// relative order, and mark their domains for a new walk.
     pub(super) fn rotate(&mut self) {
         let ran: Vec<Pid> = match self.cfg.rotation {
-            Rotation::AllTasks => self.lasts.iter().map(|&(_, pid)| pid).collect(),
+            Rotation::AllTasks => self.tasks.keys().copied().collect(),
             Rotation::TasksThatRan => self.ran.drain().collect(),
         };
         let mut moves: Vec<(u64, BpId)> = Vec::new();

@@ -131,6 +131,9 @@ impl Engine {
                 continue;
             }
             walk.placed.push(*t);
+            if !bp.shared {
+                continue;
+            }
             let Some(slot) = self.slots.get(t) else { continue };
             for &u in &slot.users {
                 let Some(other) = self.bps.get(&u) else { continue };
@@ -185,7 +188,8 @@ impl Engine {
         let mut view = self.pinned_load.cpu_view();
         let mut walk = Walk::new(domain);
         while let Some(c) = walk.peek(domain) {
-            let max_task = |cpu| self.pinned_load.max_task(cpu).max(self.reach.level_before(cpu, c.key));
+            let reached = |cpu| self.cross.as_ref().map_or(0, |x| x.reach.level_before(cpu, c.key));
+            let max_task = |cpu| self.pinned_load.max_task(cpu).max(reached(cpu));
             if let Some(a) = self.visit(&mut walk, c, |scope, units, _| view.cpu_wide_fits(scope, units, max_task)) {
                 view.add(a.scope, a.units);
             }
