@@ -213,6 +213,10 @@ pub struct Engine {
     next_id: BpId,
     next_token: Token,
     next_rotation_key: u64,
+    /// The last rotation keys given to a task breakpoint and to a cpu-wide
+    /// one: none of them is behind it in the order (`planner.rs`).
+    last_task_key: Option<u64>,
+    last_cpu_wide_key: Option<u64>,
     /// Boxed: the table stays small and the records keep the order they
     /// were opened in, so the breakpoints of one task lie together in
     /// memory (fewer cache and TLB misses per walk with many open).
@@ -272,6 +276,8 @@ impl Engine {
             next_id: 1,
             next_token: 1,
             next_rotation_key: 0,
+            last_task_key: None,
+            last_cpu_wide_key: None,
             bps: FxHashMap::default(),
             slots: FxHashMap::default(),
             slot_by_key: FxHashMap::default(),
@@ -334,7 +340,7 @@ impl Engine {
         let tokens = self.attach(id, &keys, req.pinned, now);
         // A new flexible breakpoint goes to the back of the order, so it
         // changes no decision ahead of it.
-        let rotation_key = (!req.pinned).then(|| self.take_rotation_key());
+        let rotation_key = (!req.pinned).then(|| self.take_rotation_key(req.scope));
         let bp = Bp {
             req: *req,
             uid,
@@ -415,7 +421,7 @@ impl Engine {
         let rotation_key = match (req.pinned, old_key) {
             (true, _) => None,
             (false, Some(key)) => Some(key),
-            (false, None) => Some(self.take_rotation_key()),
+            (false, None) => Some(self.take_rotation_key(scope)),
         };
         let pinned_shared = self.pinned_mask(&tokens);
         let shared = self.has_sharers(&tokens);
@@ -493,6 +499,7 @@ impl Engine {
         if let Some(d) = self.tasks.remove(&pid) {
             self.asking_own -= usize::from(Engine::asks_own(d.first(), d.last_left_out));
             if let Some(cross) = self.cross.as_mut() {
+                // Its counts leave the cpu-wide walk's view (a walk follows).
                 cross.remove(pid, &d);
             }
         }
@@ -536,6 +543,11 @@ impl Engine {
             return PlanChanges::default();
         }
         self.dirty = false;
+        self.plan_and_install(now)
+    }
+
+    /// Plan, note whether contention starts, and install the plans.
+    fn plan_and_install(&mut self, now: Nanos) -> PlanChanges {
         self.plan(now);
         let contended = self.is_contended();
         if contended && !self.contended {
@@ -566,9 +578,7 @@ impl Engine {
     pub fn replan_all(&mut self, now: Nanos) -> PlanChanges {
         self.walk_all = true;
         self.dirty = false;
-        self.plan(now);
-        self.contended = self.is_contended();
-        self.install_plans()
+        self.plan_and_install(now)
     }
 
     /// Test aid: the breakpoint's place in the round-robin order (flexible
@@ -673,9 +683,15 @@ impl Engine {
         }
     }
 
-    fn take_rotation_key(&mut self) -> u64 {
+    /// The next rotation key (the back of the order), for a breakpoint of
+    /// `scope`.
+    fn take_rotation_key(&mut self, scope: Scope) -> u64 {
         let key = self.next_rotation_key;
         self.next_rotation_key += 1;
+        match scope.pid() {
+            Some(_) => self.last_task_key = Some(key),
+            None => self.last_cpu_wide_key = Some(key),
+        }
         key
     }
 

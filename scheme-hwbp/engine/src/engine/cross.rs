@@ -37,17 +37,20 @@ impl Cross {
     }
 
     /// Take task `pid`'s domain out, as it was entered.
-    pub fn remove(&mut self, pid: Pid, d: &Domain) {
-        self.remove_parts(pid, &d.reach, d.first(), d.last_left_out);
+    pub fn remove(&mut self, pid: Pid, d: &Domain) -> Option<u64> {
+        self.remove_parts(pid, &d.reach, d.first(), d.last_left_out)
     }
 
-    pub fn remove_parts(&mut self, pid: Pid, reach: &[ReachEntry], first: Option<(u64, BpId)>, last: Option<u64>) {
-        self.reach.remove(pid, reach);
+    /// Take out `pid`'s entries and first and last; from which key the
+    /// tasks' highest counts along the order may differ (`Reach::remove`).
+    pub fn remove_parts(&mut self, pid: Pid, reach: &[ReachEntry], first: Option<(u64, BpId)>, last: Option<u64>) -> Option<u64> {
+        let moved = self.reach.remove(pid, reach);
         if let Some(f) = first {
             self.firsts.remove(&f);
         }
         if let Some(l) = last {
             self.lasts.remove(&(l, pid));
         }
+        moved
     }
 }

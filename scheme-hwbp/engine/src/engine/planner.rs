@@ -9,21 +9,25 @@
 //!
 //! 1. each touched task is walked again against the cpu-wide steps of the
 //!    last cpu-wide walk (`walk_task`); its new counts go into `Reach`;
-//! 2. if the cpu-wide domain was touched, or a task's counts in `Reach`
-//!    changed, the cpu-wide domain is walked again (`walk_cpu_wide`). If
-//!    its steps are the same, every task's walk in 1 read what it would
-//!    read in a full walk, and no other task's input changed: done, and
-//!    exact;
-//! 3. otherwise the cpu-wide steps moved, which changes what every task may
-//!    hold behind them: all domains are walked together
-//!    (`walk_everything`), O(tasks with flexible breakpoints).
+//! 2. if the cpu-wide domain was touched, or the tasks' highest counts in
+//!    `Reach` changed ahead of a cpu-wide breakpoint (`Reach::insert` says
+//!    from which key), the cpu-wide domain is walked again
+//!    (`walk_cpu_wide`). If
+//!    its steps are the same up to the last task breakpoint's key (a task
+//!    walk reads only the steps ahead of its own breakpoints), every task's
+//!    walk in 1 read what it would read in a full walk, and no other
+//!    task's input changed: done, and exact;
+//! 3. otherwise a cpu-wide step moved ahead of task breakpoints, which
+//!    changes what every task may hold behind it: all domains are walked
+//!    together (`walk_everything`), O(tasks with flexible breakpoints).
 //!
 //! Step 3 only happens when a cpu-wide flexible breakpoint's decision
-//! changes beside flexible task breakpoints, or after a pinned cpu-wide
-//! change (the cpu-wide counts every task sees), and is not needed when
-//! there are no task domains. A new breakpoint goes to the back of the
-//! order, so opening one never changes a decision ahead of it: opens stay
-//! in steps 1-2.
+//! changes ahead of flexible task breakpoints (closing, disabling or
+//! rotating an armed cpu-wide one, or a task change that frees or takes the
+//! room one of them needs), or after a pinned cpu-wide change (the
+//! cpu-wide counts every task sees). A new breakpoint goes to the back of
+//! the order, so opening one, task or cpu-wide, never changes a decision
+//! ahead of it: opens stay in steps 1-2.
 
 use crate::{BpId, Nanos, Pid};
 
@@ -51,17 +55,32 @@ impl Engine {
         }
         let mut pids: Vec<Pid> = self.walk_tasks.drain().collect();
         pids.sort_unstable();
-        let mut reach_changed = false;
+        let mut reach_changed: Option<u64> = None;
         for pid in pids {
             let result = self.walk_task(pid);
-            reach_changed |= self.apply_task_walk(pid, result, now);
+            let from = self.apply_task_walk(pid, result, now);
+            reach_changed = reach_changed.into_iter().chain(from).min();
         }
         let cpu_wide_touched = std::mem::take(&mut self.walk_cpu_wide);
         let cpu_wide_live = !self.cpu_wide.is_empty();
-        if cpu_wide_live && (cpu_wide_touched || reach_changed) {
+        // A cpu-wide breakpoint reads the tasks' counts ahead of its own
+        // key only: a change behind the last one reaches none.
+        let reach_reaches = reach_changed.is_some_and(|k| self.last_cpu_wide_key.is_some_and(|w| w > k));
+        if cpu_wide_live && (cpu_wide_touched || reach_reaches) {
             let result = self.walk_cpu_wide();
-            let same = result.armed.iter().filter(|a| a.units > 0).map(|a| (a.key, a.scope, a.units)).eq(self.cpu_wide.steps());
-            if !same && self.tasks.values().any(|d| !d.is_idle()) {
+            let changed_from = {
+                let mut new = result.armed.iter().filter(|a| a.units > 0).map(|a| (a.key, a.scope, a.units));
+                let mut old = self.cpu_wide.steps();
+                // The first key from which task walks would read other steps.
+                loop {
+                    match (old.next(), new.next()) {
+                        (None, None) => break None,
+                        (a, b) if a == b => continue,
+                        (a, b) => break a.into_iter().chain(b).map(|(k, _, _)| k).min(),
+                    }
+                }
+            };
+            if changed_from.is_some_and(|k| self.last_task_key.is_some_and(|t| t > k)) {
                 return self.replan_everything(now);
             }
             self.apply_cpu_wide_walk(result, now);
@@ -94,25 +113,28 @@ impl Engine {
 
     /// Install task `pid`'s walk: running flags, what it asks of the next
     /// rotation, and (while there is a `Cross`) its counts in `Reach`.
-    /// Returns whether those counts changed.
-    fn apply_task_walk(&mut self, pid: Pid, result: WalkResult, now: Nanos) -> bool {
+    /// Returns the key after which that changed the tasks' highest counts
+    /// along the order (what the cpu-wide walk reads), if it did.
+    fn apply_task_walk(&mut self, pid: Pid, result: WalkResult, now: Nanos) -> Option<u64> {
         let entries = self.cross.is_some().then(|| reach::entries(&self.pinned_load.task_scratch(pid), &result.armed));
-        let Some(d) = self.tasks.get_mut(&pid) else { return false };
+        let d = self.tasks.get_mut(&pid)?;
         let (old_first, old_last) = (d.first(), d.last_left_out);
         let old = std::mem::replace(&mut d.armed, result.armed);
         d.last_left_out = result.last_left_out;
         let (new_first, new_last) = (d.first(), d.last_left_out);
         self.asking_own -= usize::from(Engine::asks_own(old_first, old_last));
         self.asking_own += usize::from(Engine::asks_own(new_first, new_last));
-        let mut reach_changed = false;
+        // From which key the tasks' highest counts along the order (what
+        // the cpu-wide walk reads) may have changed: not merely this task's
+        // entries.
+        let mut reach_changed = None;
         if let (Some(cross), Some(entries)) = (self.cross.as_mut(), entries) {
-            reach_changed = d.reach != entries;
-            let old_entries = if reach_changed { std::mem::replace(&mut d.reach, entries) } else { Vec::new() };
-            if reach_changed || (old_first, old_last) != (new_first, new_last) {
-                cross.remove_parts(pid, &old_entries, old_first, old_last);
-                if reach_changed {
-                    cross.reach.insert(pid, &d.reach);
-                }
+            let entries_changed = d.reach != entries;
+            let old_entries = if entries_changed { std::mem::replace(&mut d.reach, entries) } else { Vec::new() };
+            if entries_changed || (old_first, old_last) != (new_first, new_last) {
+                let removed = cross.remove_parts(pid, &old_entries, old_first, old_last);
+                let inserted = if entries_changed { cross.reach.insert(pid, &d.reach) } else { None };
+                reach_changed = removed.into_iter().chain(inserted).min();
                 cross.firsts.extend(new_first);
                 cross.lasts.extend(new_last.map(|l| (l, pid)));
             }

@@ -59,20 +59,36 @@ impl Reach {
         sets.get_mut(usize::from(e.level))
     }
 
-    pub fn insert(&mut self, pid: Pid, entries: &[ReachEntry]) {
-        for e in entries {
-            if let Some(set) = self.set(e) {
-                set.insert((e.key, pid));
-            }
-        }
+    /// Enter `pid`'s entries. Returns the smallest key after which
+    /// [`Reach::level_before`] may answer otherwise (`None`: it answers as
+    /// before everywhere): the earlier of a level's old and new first key,
+    /// for each level whose first key changed.
+    pub fn insert(&mut self, pid: Pid, entries: &[ReachEntry]) -> Option<u64> {
+        self.change(pid, entries, true)
     }
 
-    pub fn remove(&mut self, pid: Pid, entries: &[ReachEntry]) {
+    /// Take `pid`'s entries out; returns as [`Reach::insert`].
+    pub fn remove(&mut self, pid: Pid, entries: &[ReachEntry]) -> Option<u64> {
+        self.change(pid, entries, false)
+    }
+
+    fn change(&mut self, pid: Pid, entries: &[ReachEntry], add: bool) -> Option<u64> {
+        let mut from: Option<u64> = None;
         for e in entries {
-            if let Some(set) = self.set(e) {
+            let Some(set) = self.set(e) else { continue };
+            let first = set.first().map(|&(k, _)| k);
+            if add {
+                set.insert((e.key, pid));
+            } else {
                 set.remove(&(e.key, pid));
             }
+            let now = set.first().map(|&(k, _)| k);
+            if now != first {
+                let k = first.into_iter().chain(now).min();
+                from = from.into_iter().chain(k).min();
+            }
         }
+        from
     }
 
     /// The highest count on `cpu` that some task's flexible breakpoints
@@ -157,9 +173,22 @@ mod tests {
         l
     }
 
+    /// `level_before` at every CPU (of 3) and key up to 50.
+    fn levels(reach: &Reach) -> Vec<u8> {
+        (0..3).flat_map(|cpu| (0..50).map(move |key| reach.level_before(cpu, key))).collect()
+    }
+
+    /// The answers for every key up to `from` (all of them: `None`) agree.
+    fn unchanged_up_to(before: &[u8], after: &[u8], from: Option<u64>) -> bool {
+        let upto = from.map_or(50, |k| (k + 1).min(50) as usize);
+        (0..3).all(|cpu| (0..upto).all(|key| before[cpu * 50 + key] == after[cpu * 50 + key]))
+    }
+
     proptest! {
         /// `level_before` equals the brute-force maximum over tasks of their
-        /// levels that lie above their pinned ones, at every key and CPU.
+        /// levels that lie above their pinned ones, at every key and CPU;
+        /// an insert or remove changes no answer at or before the key it
+        /// returns (none at all when it returns `None`).
         #[test]
         fn level_before_is_the_highest_task_level_ahead_of_the_key(
             tasks in prop::collection::vec(
@@ -189,7 +218,9 @@ mod tests {
                     })
                     .collect();
                 let e = entries(&pinned, &steps);
-                reach.insert(pid, &e);
+                let before = levels(&reach);
+                let from = reach.insert(pid, &e);
+                prop_assert!(unchanged_up_to(&before, &levels(&reach), from), "insert: a level moved at or before {:?}", from);
                 model.push((pinned, steps));
             }
             for cpu in 0..CPUS {
@@ -206,7 +237,9 @@ mod tests {
                 }
             }
             for (i, (pinned, steps)) in model.iter().enumerate() {
-                reach.remove(i as Pid + 1, &entries(pinned, steps));
+                let before = levels(&reach);
+                let from = reach.remove(i as Pid + 1, &entries(pinned, steps));
+                prop_assert!(unchanged_up_to(&before, &levels(&reach), from), "remove: a level moved at or before {:?}", from);
             }
             prop_assert!(reach.is_empty());
         }

@@ -109,8 +109,8 @@ impl Engine {
 
     /// Give breakpoint `id` (at `key`) the next key: the back of the order.
     fn move_to_back(&mut self, id: BpId, key: u64) {
-        let new_key = self.next_rotation_key;
-        self.next_rotation_key += 1;
+        let Some(scope) = self.bps.get(&id).map(|b| b.req.scope) else { return };
+        let new_key = self.take_rotation_key(scope);
         let Some(bp) = self.bps.get_mut(&id) else { return };
         bp.rotation_key = Some(new_key);
         let Place::Class(class) = bp.place else { return };

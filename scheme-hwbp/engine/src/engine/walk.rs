@@ -20,8 +20,8 @@
 //! Everything else after the cursor belongs to a dead class and shares
 //! nothing armed: the definition would test it and leave it out. So a walk
 //! tests at most (breakpoints it arms + classes + sharers) breakpoints, each
-//! found with one ordered-map lookup per live class: O(log N) per armed
-//! breakpoint, never O(N). The plans hold at most 16 pieces per task and 4
+//! found with one ordered-map lookup (and a heap of the live classes'
+//! heads): O(log N) per armed breakpoint, never O(N). The plans hold at most 16 pieces per task and 4
 //! registers per CPU, so that is a handful.
 //!
 //! Three walks, one per way the domains depend on each other:
@@ -57,8 +57,9 @@ struct Candidate {
 struct Walk {
     /// Every breakpoint at or before this key is decided.
     cursor: Option<u64>,
-    /// Per class of the domain (same indices): no later one fits.
-    dead: Vec<bool>,
+    /// The first undecided breakpoint of each live class, by key: (key,
+    /// class index in the domain). A dead class has no entry.
+    heads: BinaryHeap<Reverse<(u64, usize)>>,
     /// Sharers of armed slots not yet tested, by key.
     sharers: BTreeMap<u64, BpId>,
     /// Slots armed so far (this domain's only: slots are per scope).
@@ -74,39 +75,43 @@ pub(super) struct WalkResult {
 
 impl Walk {
     fn new(domain: &Domain) -> Walk {
-        Walk {
-            cursor: None,
-            dead: vec![false; domain.classes().len()],
-            sharers: BTreeMap::new(),
-            placed: Vec::new(),
-            armed: Vec::new(),
-        }
+        let heads = domain
+            .classes()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, order))| Some(Reverse((*order.keys().next()?, i))))
+            .collect();
+        Walk { cursor: None, heads, sharers: BTreeMap::new(), placed: Vec::new(), armed: Vec::new() }
     }
 
-    fn after(&self) -> (Bound<u64>, Bound<u64>) {
-        (self.cursor.map_or(Bound::Unbounded, Bound::Excluded), Bound::Unbounded)
-    }
-
-    /// The first breakpoint after the cursor of each live class, and the
-    /// first pending sharer: the earliest of them.
+    /// The earliest of the live classes' heads and the pending sharers.
     fn peek(&self, domain: &Domain) -> Option<Candidate> {
-        let mut best: Option<Candidate> = self.sharers.first_key_value().map(|(&key, &id)| Candidate { key, id, class: None });
-        for (i, (_, order)) in domain.classes().iter().enumerate() {
-            if self.dead[i] {
-                continue;
-            }
-            if let Some((&key, &id)) = order.range(self.after()).next()
-                && best.is_none_or(|b| key <= b.key)
-            {
-                best = Some(Candidate { key, id, class: Some(i) });
-            }
+        let sharer = self.sharers.first_key_value().map(|(&key, &id)| Candidate { key, id, class: None });
+        let head = self.heads.peek().and_then(|&Reverse((key, i))| {
+            let id = *domain.classes()[i].1.get(&key)?;
+            Some(Candidate { key, id, class: Some(i) })
+        });
+        match (head, sharer) {
+            // The same breakpoint both ways: as its class's head, so that a
+            // failure kills the class.
+            (Some(h), Some(s)) => Some(if h.key <= s.key { h } else { s }),
+            (h, s) => h.or(s),
         }
-        best
     }
 
-    fn taken(&mut self, c: &Candidate) {
+    /// `c` is decided; its class stays live (its next one becomes the
+    /// head) unless `dead`.
+    fn taken(&mut self, domain: &Domain, c: &Candidate, dead: bool) {
         self.cursor = Some(c.key);
         self.sharers.remove(&c.key);
+        if let Some(i) = c.class {
+            self.heads.pop();
+            if !dead
+                && let Some((&next, _)) = domain.classes()[i].1.range((Bound::Excluded(c.key), Bound::Unbounded)).next()
+            {
+                self.heads.push(Reverse((next, i)));
+            }
+        }
     }
 }
 
@@ -114,16 +119,17 @@ impl Engine {
     /// Test `c` with `fits(scope, units, real)` (units and pieces beside the
     /// slots armed so far) and arm it, or declare its class dead. Returns
     /// what it armed.
-    fn visit(&self, walk: &mut Walk, c: Candidate, fits: impl FnOnce(Scope, u8, u8) -> bool) -> Option<Armed> {
-        walk.taken(&c);
-        let bp = self.bps.get(&c.id)?;
+    fn visit(&self, walk: &mut Walk, domain: &Domain, c: Candidate, fits: impl FnOnce(Scope, u8, u8) -> bool) -> Option<Armed> {
+        let Some(bp) = self.bps.get(&c.id) else {
+            walk.taken(domain, &c, false);
+            return None;
+        };
         let (units, real) = bp.units_beside(|t| walk.placed.contains(t));
         if !fits(bp.req.scope, units, real) {
-            if let Some(i) = c.class {
-                walk.dead[i] = true;
-            }
+            walk.taken(domain, &c, true);
             return None;
         }
+        walk.taken(domain, &c, false);
         let armed = Armed { key: c.key, id: c.id, scope: bp.req.scope, units, real };
         walk.armed.push(armed);
         for t in &bp.tokens {
@@ -174,7 +180,7 @@ impl Engine {
                 }
             }
             let fits = |scope, units, real| self.pinned_load.fits_scratch_on(view.as_ref(), &scratch, scope, units, real).is_ok();
-            if let Some(a) = self.visit(&mut walk, c, fits) {
+            if let Some(a) = self.visit(&mut walk, domain, c, fits) {
                 scratch.add(a.scope, a.units, a.real);
             }
         }
@@ -190,7 +196,7 @@ impl Engine {
         while let Some(c) = walk.peek(domain) {
             let reached = |cpu| self.cross.as_ref().map_or(0, |x| x.reach.level_before(cpu, c.key));
             let max_task = |cpu| self.pinned_load.max_task(cpu).max(reached(cpu));
-            if let Some(a) = self.visit(&mut walk, c, |scope, units, _| view.cpu_wide_fits(scope, units, max_task)) {
+            if let Some(a) = self.visit(&mut walk, domain, c, |scope, units, _| view.cpu_wide_fits(scope, units, max_task)) {
                 view.add(a.scope, a.units);
             }
         }
@@ -224,13 +230,13 @@ impl Engine {
                     let only = levels_only.get(cpu as usize).copied().unwrap_or(0);
                     self.pinned_load.max_task(cpu).max(levels_any).max(only)
                 };
-                if let Some(a) = self.visit(&mut walks[0], c, |scope, units, _| view.cpu_wide_fits(scope, units, max_task)) {
+                if let Some(a) = self.visit(&mut walks[0], domain(0), c, |scope, units, _| view.cpu_wide_fits(scope, units, max_task)) {
                     view.add(a.scope, a.units);
                 }
             } else {
                 let scratch = &mut scratches[i - 1];
                 let fits = |scope, units, real| self.pinned_load.fits_scratch_on(Some(&view), scratch, scope, units, real).is_ok();
-                if let Some(a) = self.visit(&mut walks[i], c, fits) {
+                if let Some(a) = self.visit(&mut walks[i], domain(i), c, fits) {
                     scratch.add(a.scope, a.units, a.real);
                     levels_any = levels_any.max(scratch.any());
                     for &(cpu, o) in scratch.only() {
