@@ -139,35 +139,49 @@ impl Engine {
                 cross.lasts.extend(new_last.map(|l| (l, pid)));
             }
         }
-        let new = d.armed.clone();
+        // Out for a moment: `set_armed` changes the engine.
+        let new = std::mem::take(&mut d.armed);
         self.set_armed(&old, &new, now);
-        if self.tasks.get(&pid).is_some_and(|d| d.is_empty()) {
-            self.tasks.remove(&pid);
+        if let Some(d) = self.tasks.get_mut(&pid) {
+            d.armed = new;
+            if d.is_empty() {
+                self.tasks.remove(&pid);
+            }
         }
         reach_changed
     }
 
     fn apply_cpu_wide_walk(&mut self, result: WalkResult, now: Nanos) {
-        let old = std::mem::replace(&mut self.cpu_wide.armed, result.armed);
+        let old = std::mem::take(&mut self.cpu_wide.armed);
         self.cpu_wide.last_left_out = result.last_left_out;
-        let new = self.cpu_wide.armed.clone();
-        self.set_armed(&old, &new, now);
+        self.set_armed(&old, &result.armed, now);
+        self.cpu_wide.armed = result.armed;
     }
 
     /// A walk armed `new` where the last one armed `old`: the breakpoints
     /// that left run no more (unless they left the walk's index, which set
     /// their flag already), those armed run.
     fn set_armed(&mut self, old: &[Armed], new: &[Armed], now: Nanos) {
-        let mut ids: Vec<BpId> = new.iter().map(|a| a.id).collect();
-        ids.sort_unstable();
+        // A walk arms a handful (sharers apart): a linear look-up then.
+        const SHORT: usize = 32;
+        let sorted: Vec<BpId> = if new.len() > SHORT {
+            let mut ids: Vec<BpId> = new.iter().map(|a| a.id).collect();
+            ids.sort_unstable();
+            ids
+        } else {
+            Vec::new()
+        };
+        let armed_now = |id: BpId| {
+            if new.len() > SHORT { sorted.binary_search(&id).is_ok() } else { new.iter().any(|a| a.id == id) }
+        };
         for a in old {
             let walked = self.bps.get(&a.id).is_some_and(|b| matches!(b.place, super::index::Place::Class(_)));
-            if walked && ids.binary_search(&a.id).is_err() {
+            if walked && !armed_now(a.id) {
                 self.set_running(a.id, false, now);
             }
         }
-        for id in ids {
-            self.set_running(id, true, now);
+        for a in new {
+            self.set_running(a.id, true, now);
         }
     }
 }

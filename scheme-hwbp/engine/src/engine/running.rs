@@ -106,14 +106,15 @@ impl Engine {
     /// Rebuild the plans whose slots changed; report those that changed.
     pub(super) fn install_plans(&mut self) -> PlanChanges {
         let mut changes = PlanChanges::default();
-        let mut pids: Vec<Pid> = self.plans_to_build.drain().collect();
-        pids.sort_unstable();
-        for pid in pids {
+        // Taken, not drained: the set keeps no capacity from a tick that
+        // built many plans.
+        for pid in std::mem::take(&mut self.plans_to_build) {
             let pieces = self.task_pieces(pid);
             if self.install_task_plan(pid, &pieces) {
                 changes.tasks.push(pid);
             }
         }
+        changes.tasks.sort_unstable();
         for c in 0..self.cfg.cpus {
             if std::mem::take(&mut self.cpu_plans_to_build[c as usize]) {
                 let pieces = self.cpu_pieces(c);
