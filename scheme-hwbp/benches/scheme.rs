@@ -315,8 +315,8 @@ fn main() {
 
     println!("\n1. open+close of one breakpoint through SchemeSync (flexible, 100 per task already open)");
     println!("   already open   ns: in a task of 100   in a task of its own   (setup)");
-    // The engine replans only the task an open or close touches, so
-    // 100,000 runs by default.
+    // An open or close walks only its task's breakpoints that can be armed,
+    // so 100,000 runs by default.
     let sizes: &[(u64, u64)] = &[(0, 20_000), (1_000, 20_000), (10_000, 20_000), (100_000, 20_000)];
     for &(already, rounds) in sizes {
         let (ns, own, setup) = open_close(already, rounds);

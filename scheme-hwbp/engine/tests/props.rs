@@ -422,7 +422,7 @@ impl Harness {
     }
 }
 
-/// Every request pinned: the planner's incremental path (no flexible
+/// Every request pinned: the planner's pinned-only path (no flexible
 /// breakpoints) is the one that runs.
 fn all_pinned(op: Op) -> Op {
     match op {
@@ -432,10 +432,9 @@ fn all_pinned(op: Op) -> Op {
     }
 }
 
-/// No cpu-wide flexible breakpoint: cpu-wide requests are made pinned, so
-/// the planner's incremental path for flexible task breakpoints is the one
-/// that runs (a full replan only after a cpu-wide change), and every step
-/// is compared with a full replan.
+/// No cpu-wide flexible breakpoint opened: cpu-wide requests are made
+/// pinned (a modify can still make one flexible), so the task walks are the
+/// ones that run (every domain's after a pinned cpu-wide change).
 fn no_cpu_wide_flexible(op: Op) -> Op {
     let pin = |r: Request| Request { pinned: r.pinned || r.scope.pid().is_none(), ..r };
     match op {
@@ -466,9 +465,9 @@ fn task_flexible_op() -> impl Strategy<Value = Op> {
 }
 
 /// One to three flexible cpu-wide breakpoints first, then contended task
-/// breakpoints: the incremental path with cpu-wide flexible ones live (a
-/// task change behind them stays incremental; one that reaches them falls
-/// back to a full replan).
+/// breakpoints: task walks against the cpu-wide steps, cpu-wide walks
+/// against the tasks' counts in `Reach`, and the walk of every domain when
+/// a cpu-wide step moves ahead of task breakpoints.
 fn beside_cpu_wide_flexible() -> impl Strategy<Value = Vec<Op>> {
     let cpu_wide = prop_oneof![(0..CPUS).prop_map(Scope::Cpu), Just(Scope::AllCpus)];
     let first = prop::collection::vec(
