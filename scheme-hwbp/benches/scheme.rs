@@ -7,7 +7,9 @@
 //!    `handle_debug_exception` -> per-CPU `HitRing` -> hwbpd -> event ring)
 //!    to a reader taking 4,096 records per read, beside the kernel half
 //!    alone as the reference; allocations per hit counted;
-//! 3. one rotation tick with 10,000 flexible breakpoints;
+//! 3. one rotation tick with 10,000 flexible breakpoints, the first four
+//!    tasks running (only the tasks that ran rotate: `Kernel::take_ran`);
+//!    the scaling of every operation with N is `benches/scaling.rs`;
 //! 4. (issue 12) hwbpd's bytes for one non-root uid under the worst
 //!    pattern found, against the bound of scheme-hwbp/README.md;
 //! 5. (issue 12) one user's hit-and-read with 0, 1,000 and 1,000,000
@@ -161,7 +163,8 @@ fn hits_kernel_only(hits: u64, batch: usize) -> f64 {
     hits as f64 / t.elapsed().as_secs_f64()
 }
 
-/// One rotation tick with `total` flexible breakpoints, `per_task` per task.
+/// One rotation tick with `total` flexible breakpoints, `per_task` per task,
+/// the first four tasks on the CPUs (what ran since the last tick).
 fn rotation_tick(total: u64, per_task: u64, ticks: u64) -> f64 {
     let tasks = total / per_task;
     let mut sim = SimKernel::new(4);
@@ -312,8 +315,8 @@ fn main() {
 
     println!("\n1. open+close of one breakpoint through SchemeSync (flexible, 100 per task already open)");
     println!("   already open   ns: in a task of 100   in a task of its own   (setup)");
-    // The engine replans only the task an open or close touches, so
-    // 100,000 runs by default.
+    // An open or close walks only its task's breakpoints that can be armed,
+    // so 100,000 runs by default.
     let sizes: &[(u64, u64)] = &[(0, 20_000), (1_000, 20_000), (10_000, 20_000), (100_000, 20_000)];
     for &(already, rounds) in sizes {
         let (ns, own, setup) = open_close(already, rounds);
@@ -327,7 +330,7 @@ fn main() {
     println!("   kernel half only (reference): {:>6.1} M records/s", kernel / 1e6);
     println!("   through hwbpd to the reader:  {:>6.1} M records/s   ({allocs:.6} allocations per hit; goal > 10 M/s)", full / 1e6);
 
-    println!("\n3. one rotation tick with 10,000 flexible breakpoints");
+    println!("\n3. one rotation tick with 10,000 flexible breakpoints, the first 4 tasks running");
     for (per_task, label) in [(10_000, "all on one task"), (100, "100 per task, 100 tasks"), (4, "4 per task, 2,500 tasks (nothing to rotate)")] {
         let ns = rotation_tick(10_000, per_task, 200);
         println!("   {label:<45} {:>9.3} us per tick", ns / 1e3);

@@ -136,6 +136,14 @@ pub trait Kernel {
     /// [`Kernel::take_counts`].
     fn take_ends(&mut self, out: &mut Vec<TaskEnd>);
 
+    /// Append the followed tasks that ran (had a thread on a CPU) since
+    /// the last call, each once: the tasks whose waiting breakpoints the
+    /// next rotation moves (Linux rotates only the contexts that run). A
+    /// backend that cannot tell appends every followed task: rotation then
+    /// costs in proportion to the followed tasks instead of to those that
+    /// ran, with the same fairness.
+    fn take_ran(&mut self, out: &mut Vec<Pid>);
+
     /// Monotonic time in nanoseconds, on the clock hit timestamps use.
     fn now_ns(&self) -> u64;
 
@@ -160,6 +168,7 @@ macro_rules! forward_kernel {
         fn drain_hits(&mut $self_, out: &mut [HitRecord]) -> usize { $inner_mut.drain_hits(out) }
         fn context_pid(&$self_, context: u64) -> Option<Pid> { $inner.context_pid(context) }
         fn take_ends(&mut $self_, out: &mut Vec<TaskEnd>) { $inner_mut.take_ends(out) }
+        fn take_ran(&mut $self_, out: &mut Vec<Pid>) { $inner_mut.take_ran(out) }
         fn now_ns(&$self_) -> u64 { $inner.now_ns() }
         fn disarm_all(&mut $self_) { $inner_mut.disarm_all() }
     };

@@ -149,6 +149,8 @@ pub struct HwbpScheme<K: Kernel> {
     hit_buf: Box<[HitRecord]>,
     count_buf: Vec<PieceCount>,
     end_buf: Vec<TaskEnd>,
+    /// Reused by `tick` for the tasks that ran.
+    ran_buf: Vec<Pid>,
     /// Number of the current `collect` (a breakpoint's tally notes the
     /// first time each collect touches it).
     epoch: u64,
@@ -244,6 +246,8 @@ impl<K: Kernel> HwbpScheme<K> {
             quota_per_uid: config.user_quota,
             root_unlimited: true,
             rotation_ns: config.rotation_ns,
+            // The kernel says which tasks ran (`Kernel::take_ran`).
+            rotation: hwbp_engine::Rotation::TasksThatRan,
             ..hwbp_engine::Config::new(kernel.cpu_count())
         });
         let now = kernel.now_ns();
@@ -263,6 +267,7 @@ impl<K: Kernel> HwbpScheme<K> {
             hit_buf: vec![HitRecord::ZERO; HIT_BATCH].into_boxed_slice(),
             count_buf: Vec::new(),
             end_buf: Vec::new(),
+            ran_buf: Vec::new(),
             epoch: 0,
             task_holds: FxHashMap::default(),
             last_rotation: now,
@@ -549,6 +554,15 @@ impl<K: Kernel> HwbpScheme<K> {
     /// drives it from a timer every [`Config::rotation_ns`].
     pub fn tick(&mut self) {
         self.collect();
+        // Only the tasks that ran rotate (as Linux rotates the contexts
+        // running on each CPU): a tick costs what ran, not what is open.
+        let mut ran = std::mem::take(&mut self.ran_buf);
+        self.kernel.take_ran(&mut ran);
+        for &pid in &ran {
+            self.engine.task_ran(pid);
+        }
+        ran.clear();
+        self.ran_buf = ran;
         let now = self.kernel.now_ns();
         self.last_rotation = now;
         if let Err(e) = self.apply_changes(now, None) {

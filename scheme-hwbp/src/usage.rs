@@ -20,7 +20,7 @@ const ROOT_UID: Uid = 0;
 /// the `STREAMS_PER_QUOTA` streams a uid may hold per breakpoint: the
 /// scheme's state, the engine's, the handles and stream lists, and the
 /// share of the hash tables that hold them. Measured under the worst
-/// pattern found (benches/scheme.rs, section 4: 4,528 bytes on a fresh
+/// pattern found (benches/scheme.rs, section 4: 5,314 bytes on a fresh
 /// server, whose tables all grow from empty), then rounded up to leave
 /// room for a table that has just doubled. tests/tests/scheme_alloc.rs
 /// checks the bound.

@@ -162,3 +162,38 @@ fn modify_moves_the_watch_and_a_refused_modify_leaves_the_old_one_armed() {
     write(&mut s, tid, A + 0x88, 8);
     assert_eq!(count(&mut s, fd).value, 3);
 }
+
+#[test]
+fn only_tasks_that_ran_rotate_and_a_task_that_waits_keeps_its_plan() {
+    let mut s = server(1);
+    let (busy, tid) = task_on(&mut s, USER, 0);
+    let idle = s.kernel_mut().spawn(USER);
+    let six = |s: &mut Scheme, pid: hwbpd::Pid| -> Vec<usize> {
+        (0..6).map(|i| open(s, pid, USER, &format!("task/{pid}/mem:{:#x}/8:w", A + 8 * i)).unwrap()).collect()
+    };
+    let (busy_fds, idle_fds) = (six(&mut s, busy), six(&mut s, idle));
+    let idle_plan = *s.kernel().task_plan(idle).unwrap();
+    for _ in 0..30 {
+        write(&mut s, tid, A, 8);
+        s.kernel_mut().advance(MS);
+        s.tick();
+    }
+    assert_eq!(*s.kernel().task_plan(idle).unwrap(), idle_plan, "the task that never ran kept its plan");
+    for fd in busy_fds {
+        let c = count(&mut s, fd);
+        assert!(c.time_running_ns > 0 && c.time_running_ns < c.time_enabled_ns, "{c:?}: took turns");
+    }
+    let waited = idle_fds.iter().map(|&fd| count(&mut s, fd)).filter(|c| c.time_running_ns == 0).count();
+    assert_eq!(waited, 2, "two of the idle task's six wait until it runs");
+    // Once it runs, its breakpoints take turns too.
+    let idle_tid = s.kernel().main_thread(idle).unwrap();
+    for _ in 0..30 {
+        s.kernel_mut().switch(0, Some(idle_tid)).unwrap();
+        s.kernel_mut().advance(MS);
+        s.tick();
+    }
+    for fd in idle_fds {
+        let c = count(&mut s, fd);
+        assert!(c.time_running_ns > 0, "{c:?}: ran once its task ran");
+    }
+}

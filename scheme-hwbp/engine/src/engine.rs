@@ -1,30 +1,38 @@
 //! The engine: breakpoint records, shared slots, pinned admission, the
 //! planner and time accounting. See the crate's README for the algorithm.
+//!
+//! Submodules, one job each: `index` (flexible breakpoints by domain and
+//! class), `walk` (the skipping walks that decide what is armed),
+//! `reach` (every task's counts along the order, for cpu-wide tests),
+//! `planner` (which walks a tick needs), `running` (running flags to
+//! plans), `rotation` (what the next rotation moves), `reference` (the
+//! definition the property tests hold the planner to).
 
-use std::collections::BTreeMap;
+use hwbp_kern::{Composition, ContextPlan, CpuId, CpuPlan, NUM_SLOTS, Piece, Token, compose};
 
-use hwbp_kern::{
-    Composition, ContextPlan, CpuId, CpuPlan, NUM_SLOTS, Piece, Token, compose,
-};
-
+mod cross;
+mod index;
 mod planner;
+mod reach;
+mod reference;
+mod rotation;
+mod running;
+mod walk;
 
 use crate::error::EngineError;
-use rustc_hash::{FxHashMap, FxHashSet};
 use crate::load::Load;
 use crate::request::{Request, Scope, validate};
 use crate::{BpId, Nanos, Pid, Uid};
+use cross::Cross;
+use index::{Class, Domain, DomainId, Place};
+use running::SlotUses;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Open breakpoints a non-root uid may hold by default.
 pub const DEFAULT_QUOTA_PER_UID: usize = 64;
 /// Rotation period of flexible breakpoints by default: 4 ms, Linux's
 /// `perf_event_mux_interval_ms` at HZ=250.
 pub const DEFAULT_ROTATION_NS: Nanos = 4_000_000;
-/// With at least this many breakpoints, a tick whose dirty tasks hold more
-/// than half of them replans everything in one pass instead of task by
-/// task (same result; one pass over the maps is cheaper than as many
-/// lookups, e.g. a rotation of one task holding most breakpoints).
-const FULL_REPLAN_MIN_BPS: usize = 512;
 /// Units an exclusive breakpoint holds in the accounting: all of them.
 const EXCLUSIVE_UNITS: u8 = NUM_SLOTS as u8;
 
@@ -39,6 +47,23 @@ pub struct Config {
     pub root_unlimited: bool,
     /// Flexible breakpoints rotate at most once per this many nanoseconds.
     pub rotation_ns: Nanos,
+    /// Which tasks a rotation moves breakpoints of.
+    pub rotation: Rotation,
+}
+
+/// Which tasks' breakpoints a rotation moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// Every task whose breakpoints wait (O(those tasks) per rotation):
+    /// for a caller that cannot tell which tasks ran.
+    AllTasks,
+    /// Only the tasks reported with [`Engine::task_ran`] since the last
+    /// rotation, as Linux rotates only the contexts that run on each CPU:
+    /// a rotation costs in proportion to what ran. A task that did not run
+    /// keeps its order and its plan (its breakpoints could not have been
+    /// hit anyway). The cpu-wide breakpoints rotate at every rotation:
+    /// they are on every CPU.
+    TasksThatRan,
 }
 
 impl Config {
@@ -49,6 +74,7 @@ impl Config {
             quota_per_uid: DEFAULT_QUOTA_PER_UID,
             root_unlimited: true,
             rotation_ns: DEFAULT_ROTATION_NS,
+            rotation: Rotation::AllTasks,
         }
     }
 }
@@ -108,14 +134,19 @@ struct Bp {
     /// the pinned accounting already (kept in step by `attach` and
     /// `detach`; saves the planner a slot lookup per piece).
     pinned_shared: u8,
+    /// One of its slots has another user (kept in step by `attach` and
+    /// `detach`): only then does a walk look for sharers of its slots.
+    shared: bool,
     /// Not disabled by the user.
     enabled: bool,
     /// Its task has not exited.
     alive: bool,
     /// All its pieces are in the current plans.
     running: bool,
-    /// Position in the flexible round-robin order.
+    /// Position in the flexible round-robin order (flexible ones only).
     rotation_key: Option<u64>,
+    /// Where the planner keeps it (`index.rs`).
+    place: Place,
     time_enabled: Nanos,
     time_running: Nanos,
     /// Clock of the last accrual.
@@ -165,9 +196,13 @@ static EMPTY_CPU_PLAN: CpuPlan = CpuPlan::EMPTY;
 /// - `pinned_load` holds exactly the distinct slots of live pinned
 ///   breakpoints (exclusive ones as `NUM_SLOTS` units), and satisfies the
 ///   rule of [`crate::load`] on every CPU;
-/// - after [`Engine::tick`], on every CPU `c`, `cpu_plan(c).len()` plus the
-///   pieces of any one context plan applying on `c` is at most `NUM_SLOTS`,
-///   and every planned piece belongs to a live breakpoint of that scope;
+/// - after [`Engine::tick`], the plans, running flags, routes and pending
+///   rotation moves are those of the definition (`reference.rs`): on every
+///   CPU `c`, `cpu_plan(c).len()` plus the pieces of any one context plan
+///   applying on `c` is at most `NUM_SLOTS`, and every planned piece belongs
+///   to a live breakpoint of that scope;
+/// - every live, enabled flexible breakpoint is in its domain's index at
+///   its rotation key, under the class its state gives (`Place`);
 /// - a breakpoint is `running` exactly when it is enabled, alive and all its
 ///   slots are in the plans; a slot's `routed` lists exactly its running
 ///   users;
@@ -178,65 +213,59 @@ pub struct Engine {
     next_id: BpId,
     next_token: Token,
     next_rotation_key: u64,
-    bps: FxHashMap<BpId, Bp>,
+    /// The last rotation keys given to a task breakpoint and to a cpu-wide
+    /// one: none of them is behind it in the order (`planner.rs`).
+    last_task_key: Option<u64>,
+    last_cpu_wide_key: Option<u64>,
+    /// Boxed: the table stays small and the records keep the order they
+    /// were opened in, so the breakpoints of one task lie together in
+    /// memory (fewer cache and TLB misses per walk with many open).
+    bps: FxHashMap<BpId, Box<Bp>>,
     slots: FxHashMap<Token, SlotEntry>,
     slot_by_key: FxHashMap<SlotKey, Token>,
     /// Slots of live pinned breakpoints (disabled ones included).
     pinned_load: Load,
-    /// Live pinned breakpoints.
-    pinned: FxHashSet<BpId>,
-    /// Live flexible breakpoints in round-robin order.
-    rotation: BTreeMap<u64, BpId>,
-    /// The same order per task: each task's live flexible breakpoints
-    /// (no empty entries).
-    task_rotation: FxHashMap<Pid, BTreeMap<u64, BpId>>,
-    /// The same order of the live cpu-wide flexible breakpoints.
-    cpu_wide_rotation: BTreeMap<u64, BpId>,
-    /// The cpu-wide flexible breakpoints the last full replan armed, in
-    /// order: (rotation key, id, scope, units it added to `cpu(c)`).
-    /// Valid until the next full replan: incremental plans never change
-    /// them (see `replan_dirty_scopes`).
-    cpu_wide_armed: Vec<(u64, BpId, Scope, u8)>,
-    /// Per task: the smallest rotation key at or after which its armed set
-    /// may have changed by a change since the last plan that the new plan
-    /// cannot see (an armed breakpoint closed, modified or disabled); 0
-    /// when its pinned counts changed.
-    task_changed: FxHashMap<Pid, u64>,
+    /// Each task's flexible breakpoints that need registers, and its last
+    /// walk (no empty entries).
+    tasks: FxHashMap<Pid, Domain>,
+    /// The same for the cpu-wide flexible breakpoints.
+    cpu_wide: Domain,
+    /// Every task at once, for the cpu-wide domain (`cross.rs`): kept
+    /// while the cpu-wide domain is not empty.
+    cross: Option<Cross>,
+    /// How many task domains ask the next rotation to move their own
+    /// first armed breakpoint (`rotation.rs`).
+    asking_own: usize,
     /// Live breakpoints of each task.
     task_bps: FxHashMap<Pid, FxHashSet<BpId>>,
     /// Open breakpoints per uid (ended ones included until closed).
     open_per_uid: FxHashMap<Uid, usize>,
     ctx_plans: FxHashMap<Pid, ContextPlan>,
     cpu_plans: Vec<CpuPlan>,
+    /// Running users of each slot of each plan (`running.rs`).
+    task_slots: FxHashMap<Pid, SlotUses>,
+    cpu_slots: Vec<SlotUses>,
+    /// Plans whose slots changed since they were last built.
+    plans_to_build: FxHashSet<Pid>,
+    cpu_plans_to_build: Vec<bool>,
     /// Something changed since the last plan.
     dirty: bool,
-    /// Scopes whose breakpoints changed since the last plan (enough while
-    /// no cpu-wide flexible breakpoint is live: see
-    /// [`Engine::replan_dirty_scopes`]).
-    dirty_tasks: FxHashSet<Pid>,
-    dirty_cpus: FxHashSet<CpuId>,
-    dirty_all_cpus: bool,
-    /// A cpu-wide breakpoint was opened, closed or modified since the last
-    /// plan: `cpu(c)` may have changed for every task's test.
-    cpu_wide_changed: bool,
-    /// Live flexible breakpoints of cpu-wide scopes (while any, every
-    /// replan is a full one).
-    cpu_wide_flexible: usize,
-    /// Benchmark aid: every replan is a full one.
+    /// Domains to walk again at the next tick (`planner.rs`): tasks, the
+    /// cpu-wide one, all of them.
+    walk_tasks: FxHashSet<Pid>,
+    walk_cpu_wide: bool,
+    walk_all: bool,
+    /// Benchmark aid: every plan walks every domain.
     always_full: bool,
-    /// Replans so far: (full, incremental). For tests and benchmarks.
+    /// Plans so far: (walks of every domain, others). For tests and
+    /// benchmarks.
     replans: (u64, u64),
-    /// Live cpu-wide breakpoints per CPU, and on all CPUs.
-    cpu_bps: Vec<FxHashSet<BpId>>,
-    all_cpu_bps: FxHashSet<BpId>,
+    /// Tasks reported running since the last rotation
+    /// ([`Rotation::TasksThatRan`]).
+    ran: FxHashSet<Pid>,
     /// The last plan left out a flexible breakpoint that could run beside
     /// the pinned ones.
     contended: bool,
-    /// What the next rotation moves to the back of the order (see
-    /// [`Engine::replan`]), asked for by the left-out breakpoints of each
-    /// task (no empty entries) and by the left-out cpu-wide ones.
-    task_moves: FxHashMap<Pid, Vec<BpId>>,
-    cpu_wide_moves: Vec<BpId>,
     last_rotation: Option<Nanos>,
 }
 
@@ -247,33 +276,32 @@ impl Engine {
             next_id: 1,
             next_token: 1,
             next_rotation_key: 0,
+            last_task_key: None,
+            last_cpu_wide_key: None,
             bps: FxHashMap::default(),
             slots: FxHashMap::default(),
             slot_by_key: FxHashMap::default(),
             pinned_load: Load::new(cfg.cpus),
-            pinned: FxHashSet::default(),
-            rotation: BTreeMap::new(),
-            task_rotation: FxHashMap::default(),
-            cpu_wide_rotation: BTreeMap::new(),
-            cpu_wide_armed: Vec::new(),
-            task_changed: FxHashMap::default(),
+            tasks: FxHashMap::default(),
+            cpu_wide: Domain::default(),
+            cross: None,
+            asking_own: 0,
             task_bps: FxHashMap::default(),
             open_per_uid: FxHashMap::default(),
             ctx_plans: FxHashMap::default(),
             cpu_plans: vec![CpuPlan::EMPTY; cfg.cpus as usize],
+            task_slots: FxHashMap::default(),
+            cpu_slots: vec![SlotUses::new(); cfg.cpus as usize],
+            plans_to_build: FxHashSet::default(),
+            cpu_plans_to_build: vec![false; cfg.cpus as usize],
             dirty: false,
-            dirty_tasks: FxHashSet::default(),
-            dirty_cpus: FxHashSet::default(),
-            dirty_all_cpus: false,
-            cpu_wide_changed: false,
-            cpu_wide_flexible: 0,
+            walk_tasks: FxHashSet::default(),
+            walk_cpu_wide: false,
+            walk_all: false,
             always_full: false,
             replans: (0, 0),
-            cpu_bps: vec![FxHashSet::default(); cfg.cpus as usize],
-            all_cpu_bps: FxHashSet::default(),
+            ran: FxHashSet::default(),
             contended: false,
-            task_moves: FxHashMap::default(),
-            cpu_wide_moves: Vec::new(),
             last_rotation: None,
         }
     }
@@ -309,34 +337,35 @@ impl Engine {
         }
         // Committed from here on: nothing below can fail.
         self.next_id += 1;
-        let tokens = self.attach(id, &keys, req.pinned);
-        let mut bp = Bp {
+        let tokens = self.attach(id, &keys, req.pinned, now);
+        // A new flexible breakpoint goes to the back of the order, so it
+        // changes no decision ahead of it.
+        let rotation_key = (!req.pinned).then(|| self.take_rotation_key(req.scope));
+        let bp = Bp {
             req: *req,
             uid,
             pinned_shared: self.pinned_mask(&tokens),
+            shared: self.has_sharers(&tokens),
             pieces,
             tokens,
             enabled: !req.disabled,
             alive: true,
             running: false,
-            rotation_key: None,
+            rotation_key,
+            place: Place::Out,
             time_enabled: 0,
             time_running: 0,
             last: now,
         };
-        if req.pinned {
-            self.pinned.insert(id);
-        } else {
-            bp.rotation_key = Some(self.push_rotation(id, req.scope));
-            self.count_flexible(req.scope, true);
+        if let Some(pid) = req.scope.pid() {
+            self.task_bps.entry(pid).or_default().insert(id);
         }
-        if req.pinned {
-            self.note_task_change(req.scope, 0);
-        }
-        self.index(id, req.scope);
-        self.bps.insert(id, bp);
+        self.bps.insert(id, Box::new(bp));
         *self.open_per_uid.entry(uid).or_default() += 1;
-        self.touch_changed(req.scope);
+        self.place(id, now);
+        if req.pinned {
+            self.pinned_changed(req.scope);
+        }
         Ok(id)
     }
 
@@ -380,76 +409,64 @@ impl Engine {
         }
         self.pinned_load.add(scope, new_units, new_real);
         // Committed from here on.
+        self.unplace(id, now);
         let Some(bp) = self.bps.get(&id) else { return Err(EngineError::NoSuchBreakpoint) };
-        let (old_tokens, was_pinned) = (bp.tokens.clone(), bp.req.pinned);
-        let since = if was_pinned || req.pinned { Some(0) } else { bp.running.then_some(bp.rotation_key).flatten() };
-        if let Some(key) = since {
-            self.note_task_change(scope, key);
-        }
+        let (old_tokens, was_pinned, old_key) = (bp.tokens.clone(), bp.req.pinned, bp.rotation_key);
         // Attach first, so a piece the new event keeps stays in its slot
         // with its token (no plan change for it).
-        let tokens = self.attach(id, &keys, req.pinned);
-        self.detach(id, &old_tokens, was_pinned);
-        let rotation_key = match (was_pinned, req.pinned) {
-            (true, false) => {
-                self.pinned.remove(&id);
-                self.count_flexible(scope, true);
-                Some(self.push_rotation(id, scope))
-            }
-            (false, true) => {
-                if let Some(k) = self.bps.get(&id).and_then(|b| b.rotation_key) {
-                    self.remove_rotation(k, scope);
-                }
-                self.count_flexible(scope, false);
-                self.pinned.insert(id);
-                None
-            }
-            _ => self.bps.get(&id).and_then(|b| b.rotation_key),
+        let tokens = self.attach(id, &keys, req.pinned, now);
+        self.detach(id, &old_tokens, was_pinned, now);
+        // A breakpoint that becomes flexible goes to the back of the order;
+        // a flexible one keeps its place.
+        let rotation_key = match (req.pinned, old_key) {
+            (true, _) => None,
+            (false, Some(key)) => Some(key),
+            (false, None) => Some(self.take_rotation_key(scope)),
         };
         let pinned_shared = self.pinned_mask(&tokens);
+        let shared = self.has_sharers(&tokens);
         if let Some(bp) = self.bps.get_mut(&id) {
+            bp.shared = shared;
             bp.accrue(now);
             bp.req = *req;
             bp.pieces = pieces;
             bp.tokens = tokens;
             bp.pinned_shared = pinned_shared;
             bp.enabled = !req.disabled;
-            bp.running = false;
             bp.rotation_key = rotation_key;
         }
-        self.touch_changed(scope);
+        self.place(id, now);
+        if was_pinned || req.pinned {
+            self.pinned_changed(scope);
+        }
         Ok(())
     }
 
     /// Enable or disable. A disabled pinned breakpoint keeps its slots.
     pub fn set_enabled(&mut self, id: BpId, enabled: bool, now: Nanos) -> Result<(), EngineError> {
-        let bp = self.bps.get_mut(&id).ok_or(EngineError::NoSuchBreakpoint)?;
-        bp.accrue(now);
-        let was_running = bp.running.then_some(bp.rotation_key).flatten();
-        bp.enabled = enabled;
-        if !enabled {
-            bp.running = false;
+        if !self.bps.contains_key(&id) {
+            return Err(EngineError::NoSuchBreakpoint);
         }
-        let scope = bp.req.scope;
-        if let (Some(key), false) = (was_running, enabled) {
-            self.note_task_change(scope, key);
+        self.unplace(id, now);
+        if let Some(bp) = self.bps.get_mut(&id) {
+            bp.accrue(now);
+            bp.enabled = enabled;
         }
-        self.touch(scope);
+        self.place(id, now);
         Ok(())
     }
 
     /// Forget a breakpoint; its slots are free for the next plan. Hits of
     /// its tokens are no longer routed to it.
     pub fn close(&mut self, id: BpId, now: Nanos) -> Result<(), EngineError> {
+        if !self.bps.contains_key(&id) {
+            return Err(EngineError::NoSuchBreakpoint);
+        }
+        self.unplace(id, now);
         let mut bp = self.bps.remove(&id).ok_or(EngineError::NoSuchBreakpoint)?;
         bp.accrue(now);
         if bp.alive {
-            let since = if bp.req.pinned { Some(0) } else { bp.running.then_some(bp.rotation_key).flatten() };
-            if let Some(key) = since {
-                self.note_task_change(bp.req.scope, key);
-            }
-            self.release(id, &bp);
-            self.unindex(id, bp.req.scope);
+            self.release(id, &bp, now);
         }
         if let Some(n) = self.open_per_uid.get_mut(&bp.uid) {
             *n -= 1;
@@ -457,7 +474,6 @@ impl Engine {
                 self.open_per_uid.remove(&bp.uid);
             }
         }
-        self.touch_changed(bp.req.scope);
         Ok(())
     }
 
@@ -465,36 +481,61 @@ impl Engine {
     /// released, the handles stay readable until closed). Returns them in
     /// id order. Its context plan is dropped without being reported.
     pub fn task_exited(&mut self, pid: Pid, now: Nanos) -> Vec<BpId> {
-        let mut ended: Vec<BpId> = self.task_bps.remove(&pid).map(|s| s.into_iter().collect()).unwrap_or_default();
+        let mut ended: Vec<BpId> = self.task_bps.get(&pid).map(|s| s.iter().copied().collect()).unwrap_or_default();
         ended.sort_unstable();
         for &id in &ended {
+            self.unplace(id, now);
             let Some(mut bp) = self.bps.remove(&id) else { continue };
             bp.accrue(now);
-            self.release(id, &bp);
+            self.release(id, &bp, now);
             bp.alive = false;
-            bp.running = false;
             bp.rotation_key = None;
+            // Its slots are released.
+            bp.shared = false;
             self.bps.insert(id, bp);
         }
+        self.task_bps.remove(&pid);
+        // Its walk, what it asked for and its counts in `Reach` go with it.
+        if let Some(d) = self.tasks.remove(&pid) {
+            self.asking_own -= usize::from(Engine::asks_own(d.first(), d.last_left_out));
+            if let Some(cross) = self.cross.as_mut() {
+                // Its counts leave the cpu-wide walk's view (a walk follows).
+                cross.remove(pid, &d);
+            }
+        }
+        self.walk_tasks.remove(&pid);
+        self.ran.remove(&pid);
         self.ctx_plans.remove(&pid);
-        // Its left-out breakpoints ask for nothing any more; other tasks'
-        // plans depend on this one only through cpu-wide flexible
-        // breakpoints (see replan_dirty_scopes).
-        self.task_moves.remove(&pid);
+        self.task_slots.remove(&pid);
+        self.plans_to_build.remove(&pid);
         if !ended.is_empty() {
-            self.note_task_change(Scope::Task { pid, cpu: None }, 0);
-            self.dirty_tasks.insert(pid);
+            // Its counts left every cpu-wide breakpoint's test.
+            self.walk_cpu_wide = true;
         }
         self.dirty = true;
         ended
     }
 
+    /// Tell the engine that task `pid` ran (had a thread on a CPU) since
+    /// the last tick: with [`Rotation::TasksThatRan`] the next rotation
+    /// moves its waiting breakpoints; the tasks not reported since the last
+    /// rotation (or since the last tick without contention) keep their
+    /// order.
+    pub fn task_ran(&mut self, pid: Pid) {
+        if self.cfg.rotation == Rotation::TasksThatRan {
+            self.ran.insert(pid);
+        }
+    }
+
     /// Rotate the flexible breakpoints if a rotation period has passed and
     /// some were left out, and recompute the plans if anything changed.
     pub fn tick(&mut self, now: Nanos) -> PlanChanges {
+        if !self.contended {
+            // Nothing waits: what ran before contention starts moves nothing.
+            self.ran.clear();
+        }
         let due = self.last_rotation.is_none_or(|t| now.saturating_sub(t) >= self.cfg.rotation_ns);
-        let rotated = self.contended && due;
-        if rotated {
+        if self.contended && due {
             self.rotate();
             self.last_rotation = Some(now);
         }
@@ -502,67 +543,49 @@ impl Engine {
             return PlanChanges::default();
         }
         self.dirty = false;
-        let cpu_wide_changed = std::mem::take(&mut self.cpu_wide_changed);
-        // With cpu-wide flexible breakpoints live, a rotation or a change
-        // of a CPU plan may move them: replan everything.
-        let cpu_wide_moves = self.cpu_wide_flexible > 0
-            && (rotated || self.dirty_all_cpus || !self.dirty_cpus.is_empty());
-        if self.always_full
-            || cpu_wide_moves
-            || (cpu_wide_changed && !self.rotation.is_empty())
-            || self.dirty_tasks_hold_most()
-        {
-            return self.replan(now);
-        }
-        match self.replan_dirty_scopes(now) {
-            Some(changes) => {
-                self.replans.1 += 1;
-                changes
-            }
-            // A task's change reaches a cpu-wide flexible breakpoint.
-            None => self.replan(now),
-        }
+        self.plan_and_install(now)
     }
 
-    /// The tasks to replan hold more than half of many breakpoints: a full
-    /// replan is the cheaper way to the same plans.
-    fn dirty_tasks_hold_most(&self) -> bool {
-        let n = self.bps.len();
-        if n < FULL_REPLAN_MIN_BPS {
-            return false;
+    /// Plan, note whether contention starts, and install the plans.
+    fn plan_and_install(&mut self, now: Nanos) -> PlanChanges {
+        self.plan(now);
+        let contended = self.is_contended();
+        if contended && !self.contended {
+            // Contention starts now: the first rotation is one period away.
+            self.last_rotation = Some(now);
         }
-        let mut dirty = 0;
-        for pid in &self.dirty_tasks {
-            dirty += self.task_bps.get(pid).map_or(0, FxHashSet::len);
-            if dirty * 2 > n {
-                return true;
-            }
-        }
-        false
+        self.contended = contended;
+        self.install_plans()
     }
 
-    /// Test and benchmark aid: replans so far, (full, incremental).
+    /// Test and benchmark aid: plans so far, (walks of every domain at
+    /// once, others).
     #[doc(hidden)]
     pub fn replan_counts(&self) -> (u64, u64) {
         self.replans
     }
 
     /// Benchmark aid: make every [`Engine::tick`] that has something to do
-    /// a full replan (the planner before it was incremental), to measure
-    /// the incremental planner against it in one run. Same plans either way.
+    /// walk every domain, as after a cpu-wide change. Same plans either way.
     #[doc(hidden)]
     pub fn set_always_full_replan(&mut self, on: bool) {
         self.always_full = on;
     }
 
-    /// Test and benchmark aid: recompute every plan from scratch now (what
-    /// [`Engine::tick`] did after every change before the planner became
-    /// incremental), without rotating.
+    /// Test and benchmark aid: walk every domain now and install the plans,
+    /// without rotating.
     #[doc(hidden)]
     pub fn replan_all(&mut self, now: Nanos) -> PlanChanges {
+        self.walk_all = true;
         self.dirty = false;
-        self.cpu_wide_changed = false;
-        self.replan(now)
+        self.plan_and_install(now)
+    }
+
+    /// Test aid: the breakpoint's place in the round-robin order (flexible
+    /// ones; larger is further back).
+    #[doc(hidden)]
+    pub fn rotation_position(&self, id: BpId) -> Option<u64> {
+        self.bps.get(&id)?.rotation_key
     }
 
     /// When the next rotation is due, if flexible breakpoints are waiting
@@ -633,75 +656,22 @@ impl Engine {
             && self.slots.is_empty()
             && self.slot_by_key.is_empty()
             && self.pinned_load.is_empty()
-            && self.pinned.is_empty()
-            && self.rotation.is_empty()
-            && self.task_rotation.is_empty()
-            && self.cpu_wide_rotation.is_empty()
+            && self.tasks.is_empty()
+            && self.cpu_wide.is_empty()
+            && self.cross.is_none()
+            && self.asking_own == 0
             && self.task_bps.is_empty()
-            && self.all_cpu_bps.is_empty()
-            && self.cpu_bps.iter().all(FxHashSet::is_empty)
             && self.open_per_uid.is_empty()
             && self.ctx_plans.is_empty()
             && self.cpu_plans.iter().all(CpuPlan::is_empty)
+            && self.task_slots.is_empty()
+            && self.cpu_slots.iter().all(Vec::is_empty)
     }
 
     /// The register assignment the kernel computes on `cpu` while `pid`
     /// runs there (`None`: no task of ours), from the current plans.
     pub fn assignment(&self, cpu: CpuId, pid: Option<Pid>) -> Composition {
         compose(cpu, self.cpu_plan(cpu), pid.and_then(|p| self.context_plan(p)))
-    }
-
-    /// Test aid: recompute every plan from scratch on a copy and compare
-    /// with the current plans (which may have been computed incrementally).
-    #[doc(hidden)]
-    pub fn check_against_full_replan(&self, now: Nanos) -> Result<(), String> {
-        let mut copy = self.clone();
-        copy.replan(now);
-        let flexible_cpu_wide = self
-            .rotation
-            .values()
-            .filter(|id| self.bps.get(id).is_some_and(|b| b.req.scope.pid().is_none()))
-            .count();
-        let per_task: usize = self.task_rotation.values().map(BTreeMap::len).sum();
-        if per_task + flexible_cpu_wide != self.rotation.len()
-            || self.task_rotation.iter().any(|(pid, order)| {
-                order.iter().any(|(k, id)| {
-                    self.rotation.get(k) != Some(id) || self.bps.get(id).and_then(|b| b.req.scope.pid()) != Some(*pid)
-                })
-            })
-        {
-            return Err("the per-task round-robin orders are out of step with the global one".to_string());
-        }
-        if flexible_cpu_wide != self.cpu_wide_flexible || flexible_cpu_wide != self.cpu_wide_rotation.len() {
-            return Err(format!("{} cpu-wide flexible breakpoints counted, {flexible_cpu_wide} live", self.cpu_wide_flexible));
-        }
-        if copy.pending_moves() != self.pending_moves() {
-            return Err(format!("next rotation moves {:?}, {:?} after a full replan", self.pending_moves(), copy.pending_moves()));
-        }
-        if copy.contended != self.contended {
-            return Err(format!("contended {}, {} after a full replan", self.contended, copy.contended));
-        }
-        if copy.ctx_plans != self.ctx_plans {
-            return Err(format!("context plans differ: full {:?}, current {:?}", copy.ctx_plans, self.ctx_plans));
-        }
-        if copy.cpu_plans != self.cpu_plans {
-            return Err(format!("cpu plans differ: full {:?}, current {:?}", copy.cpu_plans, self.cpu_plans));
-        }
-        for (id, bp) in &self.bps {
-            if copy.bps.get(id).map(|b| b.running) != Some(bp.running) {
-                return Err(format!("breakpoint {id} running {} but {} after a full replan", bp.running, !bp.running));
-            }
-        }
-        for (t, slot) in &self.slots {
-            let mut a = slot.routed.clone();
-            let mut b = copy.slots.get(t).map(|s| s.routed.clone()).unwrap_or_default();
-            a.sort_unstable();
-            b.sort_unstable();
-            if a != b {
-                return Err(format!("token {t} routed to {a:?}, {b:?} after a full replan"));
-            }
-        }
-        Ok(())
     }
 
     // ---- internals ----
@@ -713,153 +683,97 @@ impl Engine {
         }
     }
 
-    /// The breakpoints of `scope` changed (not only an enabled state): as
-    /// [`Engine::touch`], and for a cpu-wide scope every task's test may
-    /// have changed.
-    fn touch_changed(&mut self, scope: Scope) {
-        if scope.pid().is_none() {
-            self.cpu_wide_changed = true;
-        }
-        self.touch(scope);
-    }
-
-    /// Task `scope`'s armed set may have changed from rotation key `key` on
-    /// in a way its next plan cannot see (see `task_changed`).
-    /// Only needed while a cpu-wide flexible breakpoint is live: one that
-    /// comes later comes with a full replan.
-    fn note_task_change(&mut self, scope: Scope, key: u64) {
-        if self.cpu_wide_flexible == 0 {
-            return;
-        }
-        if let Some(pid) = scope.pid() {
-            let k = self.task_changed.entry(pid).or_insert(key);
-            *k = (*k).min(key);
-        }
-    }
-
-    /// A live flexible breakpoint of `scope` came (`true`) or went.
-    fn count_flexible(&mut self, scope: Scope, came: bool) {
-        if scope.pid().is_none() {
-            if came {
-                self.cpu_wide_flexible += 1;
-            } else {
-                debug_assert!(self.cpu_wide_flexible > 0, "cpu-wide flexible count underflow");
-                self.cpu_wide_flexible = self.cpu_wide_flexible.saturating_sub(1);
-            }
-        }
-    }
-
-    /// What the next rotation moves, sorted, once each.
-    fn pending_moves(&self) -> Vec<BpId> {
-        let mut moves: Vec<BpId> = self.task_moves.values().flatten().chain(&self.cpu_wide_moves).copied().collect();
-        moves.sort_unstable();
-        moves.dedup();
-        moves
-    }
-
-    /// Note that `scope`'s plans must be recomputed.
-    fn touch(&mut self, scope: Scope) {
-        self.dirty = true;
-        match scope {
-            Scope::Task { pid, .. } => {
-                self.dirty_tasks.insert(pid);
-            }
-            Scope::Cpu(c) => {
-                self.dirty_cpus.insert(c);
-            }
-            Scope::AllCpus => self.dirty_all_cpus = true,
-        }
-    }
-
-    fn index(&mut self, id: BpId, scope: Scope) {
-        match scope {
-            Scope::Task { pid, .. } => {
-                self.task_bps.entry(pid).or_default().insert(id);
-            }
-            Scope::Cpu(c) => {
-                if let Some(set) = self.cpu_bps.get_mut(c as usize) {
-                    set.insert(id);
-                }
-            }
-            Scope::AllCpus => {
-                self.all_cpu_bps.insert(id);
-            }
-        }
-    }
-
-    fn unindex(&mut self, id: BpId, scope: Scope) {
-        match scope {
-            Scope::Task { pid, .. } => {
-                if let Some(set) = self.task_bps.get_mut(&pid) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.task_bps.remove(&pid);
-                    }
-                }
-            }
-            Scope::Cpu(c) => {
-                if let Some(set) = self.cpu_bps.get_mut(c as usize) {
-                    set.remove(&id);
-                }
-            }
-            Scope::AllCpus => {
-                self.all_cpu_bps.remove(&id);
-            }
-        }
-    }
-
-    fn push_rotation(&mut self, id: BpId, scope: Scope) -> u64 {
+    /// The next rotation key (the back of the order), for a breakpoint of
+    /// `scope`.
+    fn take_rotation_key(&mut self, scope: Scope) -> u64 {
         let key = self.next_rotation_key;
         self.next_rotation_key += 1;
-        self.rotation.insert(key, id);
         match scope.pid() {
-            Some(pid) => {
-                self.task_rotation.entry(pid).or_default().insert(key, id);
-            }
-            None => {
-                self.cpu_wide_rotation.insert(key, id);
-            }
+            Some(_) => self.last_task_key = Some(key),
+            None => self.last_cpu_wide_key = Some(key),
         }
         key
     }
 
-    fn remove_rotation(&mut self, key: u64, scope: Scope) {
-        self.rotation.remove(&key);
-        if scope.pid().is_none() {
-            self.cpu_wide_rotation.remove(&key);
+    /// Where `bp`'s state says the planner keeps it.
+    fn place_of(bp: &Bp) -> Place {
+        if !bp.alive || !bp.enabled || bp.req.pinned || bp.rotation_key.is_none() {
+            return Place::Out;
         }
-        if let Some(pid) = scope.pid()
-            && let Some(order) = self.task_rotation.get_mut(&pid)
-        {
-            order.remove(&key);
-            if order.is_empty() {
-                self.task_rotation.remove(&pid);
-            }
+        let (units, real) = bp.units_beside(|_| false);
+        if real == 0 {
+            return Place::AlwaysRunning;
+        }
+        debug_assert_eq!(units, if bp.req.exclusive { EXCLUSIVE_UNITS } else { real });
+        Place::Class(Class { scope: bp.req.scope, exclusive: bp.req.exclusive, pieces: real })
+    }
+
+    fn domain_mut(&mut self, id: DomainId) -> Option<&mut Domain> {
+        match id {
+            DomainId::Task(pid) => Some(self.tasks.entry(pid).or_default()),
+            DomainId::CpuWide => Some(&mut self.cpu_wide),
         }
     }
 
-    /// Move the breakpoints the last plan chose ([`Engine::replan`]) to the
-    /// back of the round-robin order, keeping their relative order.
-    fn rotate(&mut self) {
-        let pending = self.pending_moves();
-        // Every task that asked for a move is replanned: its order changes
-        // (and it asks anew).
-        for (pid, _) in std::mem::take(&mut self.task_moves) {
-            self.dirty_tasks.insert(pid);
-            self.dirty = true;
-        }
-        self.cpu_wide_moves.clear();
-        let mut moves: Vec<(u64, BpId)> =
-            pending.into_iter().filter_map(|id| Some((self.bps.get(&id)?.rotation_key?, id))).collect();
-        moves.sort_unstable();
-        for (key, id) in moves {
-            let Some(scope) = self.bps.get(&id).map(|b| b.req.scope) else { continue };
-            self.remove_rotation(key, scope);
-            let key = self.push_rotation(id, scope);
-            if let Some(bp) = self.bps.get_mut(&id) {
-                bp.rotation_key = Some(key);
+    /// The domain needs a new walk at the next tick.
+    fn walk_domain(&mut self, id: DomainId) {
+        self.dirty = true;
+        match id {
+            DomainId::Task(pid) => {
+                self.walk_tasks.insert(pid);
             }
-            self.dirty = true;
+            DomainId::CpuWide => self.walk_cpu_wide = true,
+        }
+    }
+
+    /// The pinned accounting of `scope` changed: its task's walk reads its
+    /// counts, the cpu-wide walk reads every task's; a cpu-wide change
+    /// changes what every task may hold.
+    fn pinned_changed(&mut self, scope: Scope) {
+        self.dirty = true;
+        match scope.pid() {
+            Some(pid) => {
+                self.walk_tasks.insert(pid);
+                self.walk_cpu_wide = true;
+            }
+            None => self.walk_all = true,
+        }
+    }
+
+    /// Take breakpoint `id` out of the planner (before its state changes):
+    /// out of its domain's index, not running.
+    fn unplace(&mut self, id: BpId, now: Nanos) {
+        let Some(bp) = self.bps.get_mut(&id) else { return };
+        let place = std::mem::replace(&mut bp.place, Place::Out);
+        let key = bp.rotation_key;
+        if let (Place::Class(class), Some(key)) = (place, key) {
+            let domain = DomainId::of(class.scope);
+            if let Some(d) = self.domain_mut(domain) {
+                d.remove(class, key);
+            }
+            self.walk_domain(domain);
+        }
+        self.set_running(id, false, now);
+    }
+
+    /// Put breakpoint `id` back into the planner as its state says: a
+    /// pinned one runs while enabled, a flexible one in pinned slots only
+    /// runs, any other flexible one waits for its domain's walk.
+    fn place(&mut self, id: BpId, now: Nanos) {
+        let Some(bp) = self.bps.get_mut(&id) else { return };
+        let place = Engine::place_of(bp);
+        bp.place = place;
+        let pinned_runs = bp.req.pinned && bp.enabled && bp.alive;
+        match (place, bp.rotation_key) {
+            (Place::Class(class), Some(key)) => {
+                let domain = DomainId::of(class.scope);
+                if let Some(d) = self.domain_mut(domain) {
+                    d.insert(class, key, id);
+                }
+                self.walk_domain(domain);
+            }
+            (Place::AlwaysRunning, _) => self.set_running(id, true, now),
+            _ => self.set_running(id, pinned_runs, now),
         }
     }
 
@@ -896,19 +810,26 @@ impl Engine {
         (alone, alone)
     }
 
-    /// Release a live breakpoint's slots and its place in the schedule.
-    fn release(&mut self, id: BpId, bp: &Bp) {
+    /// Release a live breakpoint's slots (it is out of the planner and of
+    /// `bps` already).
+    fn release(&mut self, id: BpId, bp: &Bp, now: Nanos) {
         let (units, real) = self.held_units(bp);
         self.pinned_load.remove(bp.req.scope, units, real);
-        self.detach(id, &bp.tokens, bp.req.pinned);
-        self.pinned.remove(&id);
-        if let Some(k) = bp.rotation_key {
-            self.remove_rotation(k, bp.req.scope);
-            self.count_flexible(bp.req.scope, false);
+        self.detach(id, &bp.tokens, bp.req.pinned, now);
+        if bp.req.pinned {
+            self.pinned_changed(bp.req.scope);
+        }
+        if let Some(pid) = bp.req.scope.pid()
+            && let Some(set) = self.task_bps.get_mut(&pid)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.task_bps.remove(&pid);
+            }
         }
     }
 
-    fn attach(&mut self, id: BpId, keys: &[SlotKey], pinned: bool) -> Vec<Token> {
+    fn attach(&mut self, id: BpId, keys: &[SlotKey], pinned: bool, now: Nanos) -> Vec<Token> {
         keys.iter()
             .map(|key| {
                 let token = *self.slot_by_key.entry(*key).or_insert_with(|| {
@@ -924,14 +845,27 @@ impl Engine {
                 });
                 slot.users.push(id);
                 slot.pinned_users += u32::from(pinned);
+                // The slot's first user shares it from now on (with more,
+                // the others do already; `id` is marked by its caller).
+                if let [first, _] = slot.users[..]
+                    && let Some(bp) = self.bps.get_mut(&first)
+                {
+                    bp.shared = true;
+                }
+                let Some(slot) = self.slots.get_mut(&token) else { return token };
                 // Others already holding the slot now share a pinned one.
                 if pinned && slot.pinned_users == 1 && slot.users.len() > 1 {
                     let users = slot.users.clone();
-                    self.mark_pinned_shared(token, &users, true);
+                    self.mark_pinned_shared(token, &users, true, now);
                 }
                 token
             })
             .collect()
+    }
+
+    /// Whether one of `tokens`' slots has more than one user.
+    fn has_sharers(&self, tokens: &[Token]) -> bool {
+        tokens.iter().any(|t| self.slots.get(t).is_some_and(|s| s.users.len() > 1))
     }
 
     /// Bits of `tokens` whose slot has a pinned user.
@@ -944,10 +878,15 @@ impl Engine {
     }
 
     /// The slot of `token` gained its first or lost its last pinned user:
-    /// update the `pinned_shared` bit of every user.
-    fn mark_pinned_shared(&mut self, token: Token, users: &[BpId], on: bool) {
-        for u in users {
-            let Some(bp) = self.bps.get_mut(u) else { continue };
+    /// update the `pinned_shared` bit of every user, and its place in the
+    /// planner (its class, or whether it needs registers at all, changed).
+    fn mark_pinned_shared(&mut self, token: Token, users: &[BpId], on: bool, now: Nanos) {
+        for &u in users {
+            let placed = self.bps.get(&u).is_some_and(|b| b.place != Place::Out);
+            if placed {
+                self.unplace(u, now);
+            }
+            let Some(bp) = self.bps.get_mut(&u) else { continue };
             for (i, t) in bp.tokens.iter().enumerate() {
                 if *t == token {
                     if on {
@@ -957,10 +896,13 @@ impl Engine {
                     }
                 }
             }
+            if placed {
+                self.place(u, now);
+            }
         }
     }
 
-    fn detach(&mut self, id: BpId, tokens: &[Token], pinned: bool) {
+    fn detach(&mut self, id: BpId, tokens: &[Token], pinned: bool, now: Nanos) {
         for token in tokens {
             let Some(slot) = self.slots.get_mut(token) else { continue };
             // One use goes; during a modify the same breakpoint may hold the
@@ -968,13 +910,21 @@ impl Engine {
             if let Some(i) = slot.users.iter().position(|&u| u == id) {
                 slot.users.remove(i);
             }
+            if let [last] = slot.users[..] {
+                // It may share no slot any more.
+                let shared = self.bps.get(&last).is_some_and(|b| self.has_sharers(&b.tokens));
+                if let Some(bp) = self.bps.get_mut(&last) {
+                    bp.shared = shared;
+                }
+            }
+            let Some(slot) = self.slots.get_mut(token) else { continue };
             if !slot.users.contains(&id) {
                 slot.routed.retain(|&u| u != id);
             }
             slot.pinned_users -= u32::from(pinned);
             if pinned && slot.pinned_users == 0 && !slot.users.is_empty() {
                 let users = slot.users.clone();
-                self.mark_pinned_shared(*token, &users, false);
+                self.mark_pinned_shared(*token, &users, false, now);
                 continue;
             }
             if slot.users.is_empty() {
@@ -984,7 +934,6 @@ impl Engine {
             }
         }
     }
-
 }
 
 fn slot_keys(req: &Request, pieces: &[Piece], id: BpId) -> Vec<SlotKey> {

@@ -53,7 +53,7 @@ pub mod error;
 pub mod load;
 pub mod request;
 
-pub use engine::{Config, Engine, PlanChanges};
+pub use engine::{Config, Engine, PlanChanges, Rotation};
 pub use error::EngineError;
 pub use request::{Request, Scope};
 

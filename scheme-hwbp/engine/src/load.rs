@@ -103,6 +103,16 @@ pub struct TaskScratch {
 }
 
 impl TaskScratch {
+    /// Slots of this task on every CPU.
+    pub fn any(&self) -> u8 {
+        self.t.any
+    }
+
+    /// Slots of this task bound to one CPU, per CPU (no zero entries).
+    pub fn only(&self) -> &[(CpuId, u8)] {
+        &self.t.only
+    }
+
     /// Count `units` more slots (`real` more pieces) of this task in `scope`.
     pub fn add(&mut self, scope: Scope, units: u8, real: u8) {
         let Scope::Task { pid, cpu } = scope else {
@@ -153,6 +163,24 @@ pub struct CpuView {
 }
 
 impl CpuView {
+    /// Whether `units` more slots of the cpu-wide `scope` keep the rule,
+    /// with `max_task(c)` the largest count of any one task on `c` (the
+    /// cpu-wide half of [`Load::fits`], against these counts).
+    pub fn cpu_wide_fits(&self, scope: Scope, units: u8, max_task: impl Fn(CpuId) -> u8) -> bool {
+        let fits = |c: CpuId| {
+            let here = self.cpu.get(c as usize).copied().unwrap_or(MAX);
+            u32::from(here) + u32::from(units) + u32::from(max_task(c)) <= u32::from(MAX)
+        };
+        match scope {
+            Scope::Cpu(c) => fits(c),
+            Scope::AllCpus => (0..self.cpu.len() as CpuId).all(fits),
+            Scope::Task { .. } => {
+                debug_assert!(false, "CpuView::cpu_wide_fits of a task scope");
+                false
+            }
+        }
+    }
+
     /// Count `units` more slots of the cpu-wide `scope` (task scopes: no-op).
     pub fn add(&mut self, scope: Scope, units: u8) {
         let n = self.cpu.len();
@@ -211,8 +239,8 @@ impl Load {
         self.cpu.get(cpu as usize).copied().unwrap_or(MAX)
     }
 
-    /// `max_t task(t, c)`.
-    fn max_task(&self, cpu: CpuId) -> u8 {
+    /// `max_t task(t, c)`: the most slots any one task holds on `cpu`.
+    pub fn max_task(&self, cpu: CpuId) -> u8 {
         let only = self.only_hist.get(cpu as usize).map_or(0, Histogram::max);
         self.any_hist.max().max(only)
     }

@@ -12,16 +12,22 @@
 //! 4. after everything is closed the engine is empty.
 //!
 //! After every step the plans, running flags, routes, pending rotation
-//! moves and contention state are compared with a full replan
-//! (`check_against_full_replan`): the incremental planner must give the
-//! same result. Four workloads: mixed, without cpu-wide flexible
-//! breakpoints, contended task breakpoints only (the incremental path for
-//! flexible ones), and all pinned.
+//! moves and contention state are compared with the definition, a full
+//! walk of every breakpoint (`check_against_full_replan`): the planner,
+//! which walks only what can be armed and only the domains a change
+//! touched, must give the same result. And every rotation moves exactly
+//! what the definition's domains ask for (every task's with
+//! `Rotation::AllTasks`, the reported tasks' and the cpu-wide domain's with
+//! `Rotation::TasksThatRan`), to the back of the order, in their order.
+//! Workloads: mixed, without cpu-wide flexible breakpoints, contended task
+//! breakpoints only, cpu-wide flexible ones beside contended task ones,
+//! all pinned; the mixed and the contended ones also with rotation of the
+//! tasks that ran only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hwbp_engine::request::validate;
-use hwbp_engine::{BpId, Config, Engine, EngineError, Pid, Request, Scope};
+use hwbp_engine::{BpId, Config, Engine, EngineError, Pid, Request, Rotation, Scope};
 use hwbp_kern::{Access, CpuId, CpuPlan, Piece, Token};
 use proptest::prelude::*;
 
@@ -93,6 +99,8 @@ enum Op {
     Enable(usize, bool),
     Exit(Pid),
     Advance(u64),
+    /// The task ran (`Engine::task_ran`).
+    Run(Pid),
 }
 
 fn scope_strategy() -> impl Strategy<Value = Scope> {
@@ -127,6 +135,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Op::Enable(i, b)),
         1 => (1..=3u32).prop_map(Op::Exit),
         2 => prop_oneof![Just(0u64), Just(1_000_000u64), Just(ROTATION)].prop_map(Op::Advance),
+        2 => (1..=3u32).prop_map(Op::Run),
     ]
 }
 
@@ -134,11 +143,14 @@ struct Harness {
     e: Engine,
     model: BTreeMap<BpId, ModelBp>,
     now: u64,
+    /// Tasks reported running since the last rotation.
+    ran: BTreeSet<Pid>,
 }
 
 impl Harness {
-    fn new() -> Harness {
-        Harness { e: Engine::new(Config::new(CPUS)), model: BTreeMap::new(), now: 0 }
+    fn new(rotation: Rotation) -> Harness {
+        let e = Engine::new(Config { rotation, ..Config::new(CPUS) });
+        Harness { e, model: BTreeMap::new(), now: 0, ran: BTreeSet::new() }
     }
 
     fn pick(&self, i: usize) -> Option<BpId> {
@@ -228,17 +240,38 @@ impl Harness {
                 for id in ended {
                     self.model.get_mut(&id).unwrap().alive = false;
                 }
+                self.ran.remove(pid);
             }
             Op::Advance(dt) => self.now += dt,
+            Op::Run(pid) => {
+                self.e.task_ran(*pid);
+                self.ran.insert(*pid);
+            }
         }
         self.tick_and_check()
     }
 
-    /// Tick and check property 2 and the time invariant.
+    /// Tick and check the rotation, property 2 and the time invariant.
     fn tick_and_check(&mut self) -> Result<(), TestCaseError> {
         let before_ctx: Vec<_> = PIDS.iter().map(|&p| self.e.context_plan(p).copied()).collect();
         let before_cpu: Vec<CpuPlan> = (0..CPUS).map(|c| *self.e.cpu_plan(c)).collect();
+        let next = self.e.next_rotation();
+        if next.is_none() {
+            self.ran.clear();
+        }
+        let rotates = next.is_some_and(|t| self.now >= t);
+        let ran: Vec<Pid> = self.ran.iter().copied().collect();
+        let want_moved = match self.e.config().rotation {
+            Rotation::AllTasks => self.e.reference_rotation(None),
+            Rotation::TasksThatRan => self.e.reference_rotation(Some(&ran)),
+        };
+        let positions: BTreeMap<BpId, u64> =
+            self.model.keys().filter_map(|&id| Some((id, self.e.rotation_position(id)?))).collect();
         let changes = self.e.tick(self.now);
+        if rotates {
+            self.ran.clear();
+        }
+        self.check_rotation(&positions, if rotates { &want_moved } else { &[] })?;
         if let Err(why) = self.e.check_against_full_replan(self.now) {
             return Err(TestCaseError::fail(why));
         }
@@ -321,6 +354,26 @@ impl Harness {
         Ok(())
     }
 
+    /// Exactly `moved` left their places, for the back of the order, in
+    /// their order; everything else kept its place.
+    fn check_rotation(&self, before: &BTreeMap<BpId, u64>, moved: &[BpId]) -> Result<(), TestCaseError> {
+        let back = before.values().max().copied();
+        let mut went: Vec<(u64, u64, BpId)> = Vec::new();
+        for (&id, &was) in before {
+            let Some(now) = self.e.rotation_position(id) else { continue };
+            if now != was {
+                prop_assert!(back.is_some_and(|b| now > b), "breakpoint {} moved to {}, not to the back", id, now);
+                went.push((was, now, id));
+            }
+        }
+        let mut ids: Vec<BpId> = went.iter().map(|&(_, _, id)| id).collect();
+        ids.sort_unstable();
+        prop_assert_eq!(&ids, &moved.to_vec(), "the rotation moved these, the definition asks for those");
+        went.sort_unstable();
+        prop_assert!(went.windows(2).all(|w| w[0].1 < w[1].1), "moved breakpoints keep their relative order");
+        Ok(())
+    }
+
     fn check_exclusive(&self, b: &ModelBp, tokens: &[Token]) -> Result<(), TestCaseError> {
         let mine = |t: &Token| tokens.contains(t);
         for c in (0..CPUS).filter(|&c| b.scope.applies_to(c)) {
@@ -349,6 +402,11 @@ impl Harness {
         let rounds = self.model.values().filter(|b| !b.pinned && b.alive).count() + 3;
         for _ in 0..rounds {
             self.now += ROTATION;
+            // Every task runs (the fairness promise is for tasks that run).
+            for pid in PIDS {
+                self.e.task_ran(pid);
+                self.ran.insert(pid);
+            }
             self.tick_and_check()?;
         }
         for id in flexible {
@@ -364,7 +422,7 @@ impl Harness {
     }
 }
 
-/// Every request pinned: the planner's incremental path (no flexible
+/// Every request pinned: the planner's pinned-only path (no flexible
 /// breakpoints) is the one that runs.
 fn all_pinned(op: Op) -> Op {
     match op {
@@ -374,10 +432,9 @@ fn all_pinned(op: Op) -> Op {
     }
 }
 
-/// No cpu-wide flexible breakpoint: cpu-wide requests are made pinned, so
-/// the planner's incremental path for flexible task breakpoints is the one
-/// that runs (a full replan only after a cpu-wide change), and every step
-/// is compared with a full replan.
+/// No cpu-wide flexible breakpoint opened: cpu-wide requests are made
+/// pinned (a modify can still make one flexible), so the task walks are the
+/// ones that run (every domain's after a pinned cpu-wide change).
 fn no_cpu_wide_flexible(op: Op) -> Op {
     let pin = |r: Request| Request { pinned: r.pinned || r.scope.pid().is_none(), ..r };
     match op {
@@ -408,9 +465,9 @@ fn task_flexible_op() -> impl Strategy<Value = Op> {
 }
 
 /// One to three flexible cpu-wide breakpoints first, then contended task
-/// breakpoints: the incremental path with cpu-wide flexible ones live (a
-/// task change behind them stays incremental; one that reaches them falls
-/// back to a full replan).
+/// breakpoints: task walks against the cpu-wide steps, cpu-wide walks
+/// against the tasks' counts in `Reach`, and the walk of every domain when
+/// a cpu-wide step moves ahead of task breakpoints.
 fn beside_cpu_wide_flexible() -> impl Strategy<Value = Vec<Op>> {
     let cpu_wide = prop_oneof![(0..CPUS).prop_map(Scope::Cpu), Just(Scope::AllCpus)];
     let first = prop::collection::vec(
@@ -424,7 +481,11 @@ fn beside_cpu_wide_flexible() -> impl Strategy<Value = Vec<Op>> {
 }
 
 fn run_model(ops: &[Op]) -> Result<(), TestCaseError> {
-    let mut h = Harness::new();
+    run_model_with(ops, Rotation::AllTasks)
+}
+
+fn run_model_with(ops: &[Op], rotation: Rotation) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(rotation);
     for op in ops {
         h.apply(op)?;
     }
@@ -463,6 +524,23 @@ proptest! {
     #[test]
     fn incremental_planning_beside_cpu_wide_flexible_equals_a_full_replan(ops in beside_cpu_wide_flexible()) {
         run_model(&ops)?;
+    }
+
+    #[test]
+    fn rotating_only_the_tasks_that_ran_moves_what_they_ask_for(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        run_model_with(&ops, Rotation::TasksThatRan)?;
+    }
+
+    #[test]
+    fn rotating_only_contended_tasks_that_ran_equals_a_full_replan(
+        ops in prop::collection::vec(task_flexible_op(), 1..60)
+    ) {
+        run_model_with(&ops, Rotation::TasksThatRan)?;
+    }
+
+    #[test]
+    fn rotating_only_tasks_that_ran_beside_cpu_wide_flexible(ops in beside_cpu_wide_flexible()) {
+        run_model_with(&ops, Rotation::TasksThatRan)?;
     }
 
     #[test]

@@ -443,6 +443,13 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
         out.append(&mut self.ends);
     }
 
+    fn take_ran(&mut self, out: &mut Vec<Pid>) {
+        // The ABI says nothing of which processes ran: every followed one
+        // is reported (the conservative answer the trait allows), so each
+        // rotation moves the waiting breakpoints of every followed task.
+        out.extend(self.tasks.iter().filter(|(_, t)| !t.ended).map(|(&pid, _)| pid));
+    }
+
     fn now_ns(&self) -> u64 {
         self.sys.monotonic_ns()
     }
@@ -1094,6 +1101,25 @@ mod tests {
         model.borrow_mut().hits.extend([event; 8]);
         model.borrow_mut().hits.push_back(hit);
         assert_eq!(k.drain_hits(&mut out), 1);
+    }
+
+    #[test]
+    fn every_followed_task_is_reported_as_ran_for_want_of_a_better_answer() {
+        let model = Model::new(1);
+        let (a, b, c) = (100, 101, 102);
+        for pid in [a, b, c] {
+            model.borrow_mut().spawn(pid, 0, 1);
+        }
+        let mut k = kernel(&model);
+        k.set_task_plan(a, &ContextPlan::EMPTY).unwrap();
+        k.set_task_plan(b, &watch(0x1000, Len::Eight, Access::Write)).unwrap();
+        let mut ran = Vec::new();
+        k.take_ran(&mut ran);
+        assert_eq!(ran, [a, b], "followed, whether or not they ran; c is not followed");
+        k.release_task(a);
+        ran.clear();
+        k.take_ran(&mut ran);
+        assert_eq!(ran, [b]);
     }
 
     #[test]

@@ -101,11 +101,13 @@ struct SimTask {
     attached: bool,
     /// Its end is queued and not yet taken: no plan reaches it until then.
     ending: bool,
+    /// A thread of it was on a CPU since the last `take_ran`.
+    ran: bool,
 }
 
 impl SimTask {
     fn new(uid: Uid) -> Self {
-        SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true, attached: false, ending: false }
+        SimTask { uid, threads: Vec::new(), plan: ContextPlan::EMPTY, alive: true, attached: false, ending: false, ran: false }
     }
 }
 
@@ -128,6 +130,8 @@ pub struct SimKernel {
     ends: Vec<TaskEnd>,
     /// Hits per token since the last `take_counts` (every task and CPU).
     counts: BTreeMap<Token, u64>,
+    /// Tasks switched in since the last `take_ran` (each once: `SimTask::ran`).
+    ran: Vec<Pid>,
 }
 
 impl SimKernel {
@@ -151,6 +155,7 @@ impl SimKernel {
             clock_ns: 0,
             ends: Vec::new(),
             counts: BTreeMap::new(),
+            ran: Vec::new(),
         }
     }
 
@@ -228,6 +233,8 @@ impl SimKernel {
         let plan = next.and_then(|tid| self.plan_of(tid)).copied();
         if let Some(t) = next.and_then(|tid| self.threads.get_mut(&tid)) {
             t.cpu = Some(cpu);
+            let pid = t.pid;
+            self.note_ran(pid);
         }
         if let Some(c) = self.cpus.get_mut(cpu as usize) {
             c.running = next;
@@ -355,13 +362,25 @@ impl SimKernel {
         self.reload_task(pid);
     }
 
-    /// Load `pid`'s current plan on every CPU one of its threads runs on.
+    fn note_ran(&mut self, pid: Pid) {
+        if let Some(task) = self.tasks.get_mut(&pid)
+            && !std::mem::replace(&mut task.ran, true)
+        {
+            self.ran.push(pid);
+        }
+    }
+
+    /// Give every thread of `pid` its current plan, loading it on the CPU
+    /// of each thread that runs. Per thread, as the patch's `pid-<pid>`
+    /// write stops each thread of the process while its plan changes: a
+    /// plan change costs the simulation what it costs the kernel.
     fn reload_task(&mut self, pid: Pid) {
-        let plan = self.tasks.get(&pid).map(|t| t.plan);
-        for c in &mut self.cpus {
-            let runs_pid = c.running.and_then(|tid| self.threads.get(&tid)).is_some_and(|t| t.pid == pid);
-            if runs_pid {
-                c.state.reload(&mut c.regs, plan.as_ref());
+        let Some(task) = self.tasks.get(&pid) else { return };
+        let plan = task.plan;
+        for tid in &task.threads {
+            let Some(cpu) = self.threads.get(tid).and_then(|t| t.cpu) else { continue };
+            if let Some(c) = self.cpus.get_mut(cpu as usize) {
+                c.state.reload(&mut c.regs, Some(&plan));
             }
         }
     }
@@ -481,6 +500,21 @@ impl Kernel for SimKernel {
         out.append(&mut self.ends);
     }
 
+    fn take_ran(&mut self, out: &mut Vec<Pid>) {
+        // A thread still on its CPU runs now, switch or not.
+        let running: Vec<Pid> =
+            self.cpus.iter().filter_map(|c| c.running.and_then(|tid| self.threads.get(&tid)).map(|t| t.pid)).collect();
+        for pid in running {
+            self.note_ran(pid);
+        }
+        for pid in self.ran.drain(..) {
+            if let Some(task) = self.tasks.get_mut(&pid) {
+                task.ran = false;
+            }
+            out.push(pid);
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.clock_ns
     }
@@ -530,6 +564,43 @@ mod tests {
         assert_eq!((hits[0].token, hits[0].cpu, hits[0].context, hits[0].timestamp), (77, 1, (u64::from(pid) << 32) | tid, 5));
         assert_eq!(sim.context_pid(hits[0].context), Some(pid));
         assert_eq!(sim.registers(1).unwrap().dr6, hwbp_kern::dr6::CLEAR, "the handler cleared DR6");
+    }
+
+    #[test]
+    fn a_task_ran_if_a_thread_was_switched_in_or_is_still_on_a_cpu_and_is_reported_once() {
+        let mut sim = SimKernel::new(2);
+        let (a, b, c) = (sim.spawn(0), sim.spawn(0), sim.spawn(0));
+        let a2 = sim.spawn_thread(a).unwrap();
+        let ran = |sim: &mut SimKernel| {
+            let mut out = Vec::new();
+            sim.take_ran(&mut out);
+            out.sort_unstable();
+            out
+        };
+        sim.switch(0, Some(sim.main_thread(a).unwrap())).unwrap();
+        sim.switch(1, Some(a2)).unwrap();
+        sim.switch(1, Some(sim.main_thread(b).unwrap())).unwrap();
+        sim.switch(1, None).unwrap();
+        assert_eq!(ran(&mut sim), [a, b], "two threads of a, once; b came and went; c never ran");
+        assert_eq!(ran(&mut sim), [a], "a thread of a is still on cpu 0");
+        sim.switch(0, None).unwrap();
+        assert_eq!(ran(&mut sim), []);
+        sim.switch(1, Some(sim.main_thread(c).unwrap())).unwrap();
+        assert_eq!(ran(&mut sim), [c]);
+    }
+
+    #[test]
+    fn a_plan_change_reaches_every_running_thread_of_the_task() {
+        let mut sim = SimKernel::new(3);
+        let pid = sim.spawn(0);
+        let threads = [sim.main_thread(pid).unwrap(), sim.spawn_thread(pid).unwrap(), sim.spawn_thread(pid).unwrap()];
+        for (cpu, &tid) in threads.iter().enumerate() {
+            sim.switch(cpu as CpuId, Some(tid)).unwrap();
+        }
+        sim.set_task_plan(pid, &plan(0x1000, Len::Eight, Access::Write, 1)).unwrap();
+        assert_eq!(sim.armed_slots(), 3, "loaded on each of the three CPUs at once");
+        sim.set_task_plan(pid, &ContextPlan::EMPTY).unwrap();
+        assert_eq!(sim.armed_slots(), 0);
     }
 
     #[test]
