@@ -375,7 +375,7 @@ fn stop_is_a_flag_for_task_targets_with_period_1() {
     assert_eq!(err("cpu/all/mem:0x10?stop"), PathError::StopNeedsTask);
     assert_eq!(err("self/mem:0x10?stop&period=2"), PathError::StopWithPeriod);
     assert_eq!(err("self/mem:0x10?period=2&stop"), PathError::StopWithPeriod);
-    assert_eq!(p("self/mem:0x10?stop&period=1").unwrap().options.stop, true);
+    assert!(p("self/mem:0x10?stop&period=1").unwrap().options.stop);
     assert_eq!(err("self/mem:0x10?stop=1"), PathError::UnexpectedValue("stop"));
     assert_eq!(err("self/mem:0x10?stop&stop"), PathError::DuplicateOption("stop"));
     assert_eq!(err("cpu/0/mem:0x10?stop").errno(), errno::EINVAL);
