@@ -150,7 +150,7 @@ fn nonblocking_empty_stream_is_eagain_at_the_transport() {
     let bp = Breakpoint::watch(A).open(&w.user).unwrap();
     let ev = bp.events().unwrap();
     w.user.set_nonblock(ev.raw_handle(), true).unwrap();
-    let e = w.user.read(ev.raw_handle(), &mut [0u8; 64]).unwrap_err();
+    let e = w.user.read(ev.raw_handle(), &mut [0u8; libhwbp::abi::EVENT_RECORD_SIZE]).unwrap_err();
     assert_eq!(ErrorKind::of_io_error(&e), Some(ErrorKind::WouldBlock));
 }
 
@@ -470,4 +470,47 @@ fn wakeup_makes_the_stream_ready_after_n_records() {
     let notices = w.root.scheme().borrow_mut().take_fevents();
     assert!(notices.iter().any(|n| n.handle == ev.raw_handle() && n.flags.contains(EventFlags::EVENT_READ)), "{notices:?}");
     assert_eq!(ev.drain().unwrap().len(), 3);
+}
+
+#[test]
+fn a_debugger_stops_on_a_breakpoint_reads_the_thread_from_the_record_and_resumes_it() {
+    // What a gdb stub does with libhwbp: Z1 = exec + stop, Z2 = write + stop.
+    let w = world(2);
+    let code = 0x40_3000;
+    let other = w.sim.borrow_mut().spawn_thread(w.pid).unwrap();
+    let brk = Breakpoint::exec(code).target(Target::Task(u64::from(w.pid))).stop().open(&w.user).unwrap();
+    let watch = Breakpoint::watch(A).len(8).access(Access::Write).target(Target::SelfTask).stop().open(&w.user).unwrap();
+    assert_eq!(brk.path().unwrap().path.to_string(), format!("task/{}/mem:{code:#x}/8:x?stop", w.pid));
+    let (mut be, mut we) = (brk.events().unwrap(), watch.events().unwrap());
+    w.exec(code);
+    assert!(w.sim.borrow().is_stopped(w.tid));
+    let hits = be.drain().unwrap();
+    assert_eq!(hits.len(), 1);
+    let r = hits[0];
+    assert!(r.is_stopped() && r.tid == w.tid && r.ip == code && r.pid == u64::from(w.pid), "{r:?}");
+    // Another thread stops on the watch meanwhile.
+    w.switch(1, Some(other));
+    w.write_as(other, A, 8);
+    let wr = we.drain().unwrap();
+    assert_eq!((wr[0].tid, wr[0].is_stopped()), (other, true));
+    // Continue: resume each thread on the breakpoint that stopped it.
+    assert_eq!(kind(watch.resume(w.tid)), ErrorKind::NoSuchTarget, "the watch did not stop it");
+    brk.resume(r.tid).unwrap();
+    watch.resume_all().unwrap();
+    assert!(w.sim.borrow().stopped_threads().is_empty());
+    // The resumed thread executes the breakpointed instruction once.
+    w.switch(0, Some(w.tid));
+    w.exec(code);
+    assert!(!w.sim.borrow().is_stopped(w.tid));
+    assert_eq!(brk.read_count().unwrap().value, 1);
+    // Stopped again next time round; dropping the handle resumes it.
+    w.exec(code);
+    assert!(w.sim.borrow().is_stopped(w.tid));
+    drop(brk);
+    assert!(!w.sim.borrow().is_stopped(w.tid));
+    // A cpu-wide stop is refused before anything is sent; a counting
+    // breakpoint cannot resume.
+    assert_eq!(kind(Breakpoint::watch(A).target(Target::Cpu(0)).stop().open(&w.root)), ErrorKind::Invalid);
+    let counting = Breakpoint::watch(A + 64).open(&w.user).unwrap();
+    assert_eq!(kind(counting.resume_all()), ErrorKind::Invalid);
 }

@@ -135,7 +135,7 @@ impl Engine {
             .filter_map(|t| {
                 let slot = self.slots.get(t)?;
                 let Scope::Task { cpu, .. } = slot.key.scope else { return None };
-                Some(ContextPiece { piece: slot.key.piece, token: *t, cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only), stop: false })
+                Some(ContextPiece { piece: slot.key.piece, token: *t, cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only), stop: slot.key.stop })
             })
             .collect()
     }
