@@ -76,7 +76,7 @@ pub fn parse_hex(s: &[u8]) -> Option<u64> {
 
 /// Decode a hex string into bytes.
 pub fn decode_hex_bytes(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)

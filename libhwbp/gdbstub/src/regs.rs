@@ -357,9 +357,8 @@ impl Amd64Regs {
     /// Every register, in order (`g` reply).
     pub fn encode_all(&self) -> String {
         let mut out = String::with_capacity(G_PACKET_BYTES * 2);
-        for num in 0..REGISTERS.len() {
-            let value = self.get(num).unwrap_or(0);
-            push_le(&mut out, value, REGISTERS[num].bits / 8);
+        for (num, desc) in REGISTERS.iter().enumerate() {
+            push_le(&mut out, self.get(num).unwrap_or(0), desc.bits / 8);
         }
         out
     }
@@ -371,8 +370,8 @@ impl Amd64Regs {
             return None;
         }
         let mut at = 0;
-        for num in 0..REGISTERS.len() {
-            let n = REGISTERS[num].bits / 8;
+        for (num, desc) in REGISTERS.iter().enumerate() {
+            let n = desc.bits / 8;
             self.set(num, le_value(&bytes[at..at + n])?)?;
             at += n;
         }
