@@ -161,3 +161,32 @@ fn the_packets_are_the_ones_gdbserver_exchanges_for_x86_debug_registers() {
         "stop replies of every continue and step"
     );
 }
+
+/// `break` (no `Z0` here): gdb writes `int3` into the simulated task's
+/// code with `M`, the interpreter traps on it with rip past it, gdb moves
+/// rip back and steps over its breakpoint, exactly as on Linux (these
+/// lines are what gdb 13 prints natively for the same commands).
+#[test]
+fn software_breakpoints_stepi_and_disassembly_work_through_memory_and_registers() {
+    let out = Command::new("timeout")
+        .arg(GDB_TIMEOUT_S)
+        .args(["gdb", "-batch", "-nx"])
+        .args(["-ex", &format!("target remote | {STUB} --sim")])
+        .args(["-ex", "x/2i $pc", "-ex", "break *0x401022", "-ex", "continue", "-ex", "info registers rip rcx rax"])
+        .args(["-ex", "stepi", "-ex", "x/i $pc", "-ex", "continue", "-ex", "print $rax", "-ex", "delete", "-ex", "continue"])
+        .output()
+        .expect("gdb runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_in_order(
+        &text,
+        &[
+            "=> 0x401000:\tmov    $0x3,%ecx\n   0x401005:\tmov    0x404000,%rax\n",
+            "Breakpoint 1 at 0x401022\n",
+            "\nBreakpoint 1, 0x0000000000401022 in ?? ()\n",
+            "rip            0x401022            0x401022\nrcx            0x3                 3\nrax            0x5                 5\n",
+            "0x0000000000401024 in ?? ()\n=> 0x401024:\tjne    0x401005\n",
+            "\nBreakpoint 1, 0x0000000000401022 in ?? ()\n$1 = 10\n",
+            "[Inferior 1 (Remote target) exited normally]\n",
+        ],
+    );
+}
