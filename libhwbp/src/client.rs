@@ -189,6 +189,24 @@ impl Breakpoint {
         self
     }
 
+    /// Stop the thread that hits (a debugger's breakpoint, contract 7):
+    /// each user-mode hit stops that thread — after the access for a data
+    /// watch, before the instruction for [`Breakpoint::exec`] — and its
+    /// hit record says so ([`EventRecord::is_stopped`], thread in
+    /// [`EventRecord::tid`]) until [`BreakpointHandle::resume`] or
+    /// [`BreakpointHandle::resume_all`], or until the handle is closed.
+    /// Task targets only (a cpu-wide target is EINVAL); `period` must be 1.
+    ///
+    /// ```
+    /// use libhwbp::{Breakpoint, abi::Target};
+    /// let bp = Breakpoint::exec(0x401000).target(Target::Task(42)).stop();
+    /// assert_eq!(bp.path().unwrap().to_string(), "task/42/mem:0x401000/8:x?stop");
+    /// ```
+    pub fn stop(mut self) -> Self {
+        self.options.stop = true;
+        self
+    }
+
     /// A hit record every `n`-th hit (n >= 1).
     pub fn period(mut self, n: u64) -> Self {
         self.period = n;
@@ -215,18 +233,22 @@ impl Breakpoint {
     /// The options, checked.
     pub fn options(&self) -> Result<Options, PathError> {
         let range = |option: &'static str, max: u64| PathError::OptionOutOfRange { option, min: 1, max };
-        Ok(Options {
+        let options = Options {
             period: NonZeroU64::new(self.period).ok_or(range("period", u64::MAX))?,
             wakeup: NonZeroU64::new(self.wakeup).ok_or(range("wakeup", u64::MAX))?,
             ring: RingSize::new(self.ring).ok_or(range("ring", u64::from(crate::abi::MAX_RING)))?,
             ..self.options
-        })
+        };
+        options.check_stop()?;
+        Ok(options)
     }
 
     /// The open path, checked (EINVAL-class errors are found here, before
     /// anything is sent).
     pub fn path(&self) -> Result<OpenPath, PathError> {
-        Ok(OpenPath { target: self.target, event: self.event()?, options: self.options()? })
+        let options = self.options()?;
+        options.check_target(self.target)?;
+        Ok(OpenPath { target: self.target, event: self.event()?, options })
     }
 
     /// Open the breakpoint through `transport`.
@@ -313,12 +335,30 @@ impl<T: Transport> BreakpointHandle<T> {
     /// Change the watched event (atomic: on error the old one stays armed).
     /// `options: None` keeps the current options.
     pub fn modify(&mut self, event: MemEvent, options: Option<Options>) -> Result<()> {
+        if let Some(o) = &options {
+            o.check_target(self.path.target)?;
+        }
         self.command(&Command::Modify { event, options })?;
         self.path.event = event;
         if let Some(o) = options {
             self.path.options = o;
         }
         Ok(())
+    }
+
+    /// Run again thread `tid`, which this breakpoint stopped (a record
+    /// with [`EventRecord::is_stopped`] named it). ESRCH if this
+    /// breakpoint does not hold `tid` stopped (never stopped it, resumed
+    /// already, or the task exited); EINVAL on a breakpoint without
+    /// `stop` that holds no thread. A thread that one exception stopped
+    /// for several breakpoints runs once each of them resumed it.
+    pub fn resume(&self, tid: u64) -> Result<()> {
+        self.command(&Command::Resume { tid: Some(tid) })
+    }
+
+    /// Run again every thread this breakpoint holds stopped (none: Ok).
+    pub fn resume_all(&self) -> Result<()> {
+        self.command(&Command::Resume { tid: None })
     }
 
     /// Change to what `bp` describes (its target is ignored: a breakpoint
@@ -342,7 +382,8 @@ impl<T: Transport> BreakpointHandle<T> {
         String::from_utf8(buf).map_err(|_| Error::Protocol("fpath is not UTF-8"))
     }
 
-    /// Open the hit stream (`dup(fd, "events")`).
+    /// Open the hit stream (`dup(fd, "events-v2")`: version-2 records,
+    /// with the thread id and the stopped flag).
     pub fn events(&self) -> Result<EventStream<T>>
     where
         T: Clone,

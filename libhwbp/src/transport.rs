@@ -24,8 +24,8 @@ pub trait Transport {
     /// without `/scheme/hwbp/`). `nonblock` is O_NONBLOCK.
     fn open(&self, path: &str, nonblock: bool) -> io::Result<Self::Handle>;
 
-    /// `dup(h, name)`: a new handle derived from `h` (`"events"` opens the
-    /// hit stream of a breakpoint). The new handle is blocking until
+    /// `dup(h, name)`: a new handle derived from `h` (`"events-v2"` opens
+    /// the hit stream of a breakpoint; `"events"` its version-1 form). The new handle is blocking until
     /// [`Transport::set_nonblock`] says otherwise.
     fn dup(&self, h: Self::Handle, name: &str) -> io::Result<Self::Handle>;
 

@@ -61,7 +61,19 @@ impl Fake {
     fn push(&self, n: u64) {
         let mut s = self.0.borrow_mut();
         for i in 0..n {
-            s.queue.push_back(EventRecord { id: 1, ip: 0x40_1000 + i, addr: 0x1000, access: 1, pid: 42, cpu: 0, timestamp_ns: i, hit: i + 1 });
+            let flags = if i % 2 == 1 { libhwbp::abi::EVENT_STOPPED } else { 0 };
+            s.queue.push_back(EventRecord {
+                id: 1,
+                ip: 0x40_1000 + i,
+                addr: 0x1000,
+                access: 1,
+                pid: 42,
+                cpu: 0,
+                timestamp_ns: i,
+                hit: i + 1,
+                tid: 7 + i,
+                flags,
+            });
         }
     }
 }
@@ -92,7 +104,7 @@ impl Transport for Fake {
         if s.open.get(&h) != Some(&Kind::Breakpoint) {
             return Err(ebadf());
         }
-        if name != "events" {
+        if name != libhwbp::abi::EVENTS_DUP_NAME {
             return Err(io::Error::from_raw_os_error(errno::EINVAL));
         }
         s.next += 1;
@@ -122,7 +134,7 @@ impl Transport for Fake {
                     let _ = nonblock;
                     return Err(io::Error::from_raw_os_error(s.empty_errno));
                 }
-                let fit = buf.len() / 64;
+                let fit = buf.len() / libhwbp::abi::EVENT_RECORD_SIZE;
                 let take: Vec<_> = (0..fit).map_while(|_| s.queue.pop_front()).collect();
                 Ok(EventRecord::encode_into(&take, buf))
             }
@@ -316,11 +328,12 @@ fn event_stream_is_dup_events_and_decodes_batches() {
     let fake = Fake::new();
     let h = Breakpoint::watch(0x1000).access(Access::Write).open(&fake).unwrap();
     let mut ev = h.events().unwrap();
-    assert!(fake.calls().contains(&Call::Dup(1, "events".into())));
+    assert!(fake.calls().contains(&Call::Dup(1, "events-v2".into())));
     fake.push(5);
     let mut out = [EventRecord::default(); 3];
     assert_eq!(ev.try_next_batch(&mut out).unwrap(), Batch::Records(3));
     assert_eq!(out.map(|r| r.hit), [1, 2, 3]);
+    assert_eq!(out.map(|r| (r.tid, r.is_stopped())), [(7, false), (8, true), (9, false)]);
     assert_eq!(out[0].access_kind(), Some(Access::Write));
     assert_eq!(ev.try_next_batch(&mut out).unwrap(), Batch::Records(2));
     assert_eq!(out[..2].iter().map(|r| r.hit).collect::<Vec<_>>(), [4, 5]);
@@ -424,6 +437,32 @@ fn partial_record_from_the_server_is_a_protocol_error() {
     assert!(matches!(h.path(), Err(Error::Protocol(_))));
     let mut ev = h.events().unwrap();
     assert!(matches!(ev.next_batch(&mut [EventRecord::default(); 2]), Err(Error::Protocol(_))));
+}
+
+#[test]
+fn stop_is_a_task_option_and_resume_writes_its_commands() {
+    let fake = Fake::new();
+    let bp = Breakpoint::exec(0x40_1000).target(Target::Task(42)).stop();
+    assert_eq!(bp.path().unwrap().to_string(), "task/42/mem:0x401000/8:x?stop");
+    let h = bp.open(&fake).unwrap();
+    assert!(fake.calls().contains(&Call::Open("task/42/mem:0x401000/8:x?stop".into(), false)));
+    h.resume(8).unwrap();
+    h.resume_all().unwrap();
+    let writes: Vec<_> = fake.calls().into_iter().filter_map(|c| if let Call::Write(_, w) = c { Some(w) } else { None }).collect();
+    assert_eq!(writes, ["resume 8", "resume"]);
+    // Refused before anything is sent: cpu-wide stop, stop with a period.
+    let before = fake.calls().len();
+    for bad in [Breakpoint::watch(0x10).target(Target::Cpu(0)).stop(), Breakpoint::watch(0x10).target(Target::AllCpus).stop()] {
+        assert_eq!(bad.path(), Err(PathError::StopNeedsTask));
+        assert_eq!(bad.open(&fake).unwrap_err().kind(), Some(ErrorKind::Invalid));
+    }
+    assert_eq!(Breakpoint::watch(0x10).stop().period(2).path(), Err(PathError::StopWithPeriod));
+    let mut cpu_wide = Breakpoint::watch(0x10).target(Target::Cpu(0)).open(&fake).unwrap();
+    let stop = Options { stop: true, ..Options::default() };
+    let err = cpu_wide.modify(MemEvent::new(0x20, 4, Access::Write).unwrap(), Some(stop)).unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Invalid));
+    let sent: Vec<_> = fake.calls()[before..].iter().filter(|c| matches!(c, Call::Write(..))).cloned().collect();
+    assert!(sent.is_empty(), "{sent:?}");
 }
 
 mod fuzz {

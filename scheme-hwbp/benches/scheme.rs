@@ -113,7 +113,7 @@ fn hits_to_reader(hits: u64, batch: usize) -> (f64, f64) {
     sim.switch(0, Some(tid)).unwrap();
     let mut s = HwbpScheme::new(sim, Config::default());
     let fd = open(&mut s, &format!("task/{pid}/mem:{BASE:#x}/8:w?ring=65536"));
-    let efd = match s.dup(fd, b"events", &hwbpd::caller_ctx(1, ROOT, 0)) {
+    let efd = match s.dup(fd, libhwbp::abi::EVENTS_DUP_NAME.as_bytes(), &hwbpd::caller_ctx(1, ROOT, 0)) {
         Ok(OpenResult::ThisScheme { number, .. }) => number,
         other => panic!("{other:?}"),
     };
@@ -189,7 +189,7 @@ fn rotation_tick(total: u64, per_task: u64, ticks: u64) -> f64 {
 
 fn dup_events(s: &mut HwbpScheme<SimKernel>, fd: usize, pid: usize, uid: u32) -> Option<usize> {
     let ctx = hwbpd::caller_ctx(pid, uid, uid);
-    match s.dup(fd, b"events", &ctx) {
+    match s.dup(fd, libhwbp::abi::EVENTS_DUP_NAME.as_bytes(), &ctx) {
         Ok(OpenResult::ThisScheme { number, .. }) => {
             s.fevent(number, syscall::flag::EVENT_READ, &ctx).unwrap();
             Some(number)

@@ -11,6 +11,14 @@
 //! change). A backend never decides what to arm; it only applies what it is
 //! given, at once for tasks and CPUs that are running (so a plan that
 //! disarms is in force when the call returns).
+//!
+//! Stops (contract 7, "Debuggers"): a user-mode hit on a piece with
+//! `ContextPiece::stop` stops the thread that hit, and its records carry
+//! `HIT_STOPPED` (the kernel stops a thread only when every record of that
+//! exception was queued, so a stop is never silent). The thread runs again
+//! when `hwbpd` calls [`Kernel::resume`] with the record's `context`, or
+//! when the server goes away ([`Kernel::disarm_all`]; on Redox also when
+//! the control handle closes).
 
 use core::fmt;
 use std::cell::RefCell;
@@ -72,6 +80,9 @@ pub enum KernelError {
     /// The kernel refused the plan (it did not fit or did not decode): the
     /// server's plans are wrong. EIO.
     Refused(&'static str),
+    /// [`Kernel::resume`]: the thread of this `context` is not stopped (it
+    /// was resumed already, or it exited): ESRCH.
+    NotStopped(u64),
 }
 
 impl fmt::Display for KernelError {
@@ -80,6 +91,7 @@ impl fmt::Display for KernelError {
             KernelError::NoSuchTask(pid) => write!(f, "no task {pid}"),
             KernelError::NoSuchCpu(cpu) => write!(f, "no cpu {cpu}"),
             KernelError::Refused(why) => write!(f, "kernel refused the plan: {why}"),
+            KernelError::NotStopped(context) => write!(f, "thread of context {context:#x} is not stopped"),
         }
     }
 }
@@ -139,9 +151,15 @@ pub trait Kernel {
     /// Monotonic time in nanoseconds, on the clock hit timestamps use.
     fn now_ns(&self) -> u64;
 
-    /// Clear every plan this server set: nothing stays armed. Used when the
-    /// server shuts down (on Redox the kernel also does it when the server
-    /// dies).
+    /// Run again the thread a hit stopped: `context` is the
+    /// `HitRecord::context` of its `HIT_STOPPED` record. `NotStopped` if
+    /// that thread is not stopped (resumed already, or exited).
+    fn resume(&mut self, context: u64) -> Result<(), KernelError>;
+
+    /// Clear every plan this server set and run again every thread a hit
+    /// stopped: nothing stays armed or stopped. Used when the server shuts
+    /// down (on Redox the kernel also does both when the server dies: its
+    /// control handle closes).
     fn disarm_all(&mut self);
 }
 
@@ -161,6 +179,7 @@ macro_rules! forward_kernel {
         fn context_pid(&$self_, context: u64) -> Option<Pid> { $inner.context_pid(context) }
         fn take_ends(&mut $self_, out: &mut Vec<TaskEnd>) { $inner_mut.take_ends(out) }
         fn now_ns(&$self_) -> u64 { $inner.now_ns() }
+        fn resume(&mut $self_, context: u64) -> Result<(), KernelError> { $inner_mut.resume(context) }
         fn disarm_all(&mut $self_) { $inner_mut.disarm_all() }
     };
 }

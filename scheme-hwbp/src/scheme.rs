@@ -6,7 +6,8 @@
 //! Handles:
 //! - the root (from `scheme_root`): `openat` a breakpoint path on it;
 //! - a breakpoint: `read` = one [`CountRecord`], `write` = one
-//!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd, "events")`;
+//!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd,
+//!   "events-v2")` (or `"events"` for version-1 records);
 //! - an event stream: `read` = whole [`EventRecord`]s, `fevent`;
 //! - any of them: `fcntl(F_GETFL/F_SETFL)` is agreed to (Redox's kernel
 //!   keeps the flags and passes them to each read as `fcntl_flags`).
@@ -26,6 +27,18 @@
 //! been (value / period) minus those that reached its ring, plus what its
 //! ring dropped. See `Tally`.
 //!
+//! Stops (contract 7, "Debuggers"): a breakpoint with option `stop` puts
+//! `ContextPiece::stop` on its pieces; the kernel stops a thread that hits
+//! one and says so in the record (`HIT_STOPPED`). Each breakpoint holds the
+//! threads it stopped (`Breakpoint::held`, apart from its event ring, so a
+//! record its full ring dropped still leaves the thread known), and
+//! `stopped` counts each thread's holders: the thread runs again
+//! ([`Kernel::resume`]) when its last holder lets it go — `resume <tid>`,
+//! `resume`, the close of the breakpoint handle (before `on_close`
+//! returns), an identity change that ends it, the server's drop. A stopped
+//! record that reaches no stopping breakpoint (disabled, closed, modified
+//! since) resumes its thread at once: nothing stays stopped unheld.
+//!
 //! Every refusal goes through `HwbpScheme::refuse`, which logs one line
 //! with the operation, the errno and why.
 
@@ -33,13 +46,14 @@ use std::collections::TryReserveError;
 use std::fmt;
 
 use hwbp_engine::{BpId, Engine, EngineError, PlanChanges, Request, Scope};
-use hwbp_kern::abi::{HIT_KERNEL_MODE, HitRecord};
+use hwbp_kern::abi::{HIT_KERNEL_MODE, HIT_STOPPED, HitRecord};
 use hwbp_kern::piece::{KERNEL_START, USER_END};
 use hwbp_kern::{ContextPlan, CpuId};
 use libhwbp::abi::errno::{EAGAIN, EBADF, EINVAL, EMFILE, ENOMEM, ENOSPC, EPERM, ESRCH};
 use libhwbp::abi::{
-    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_RECORD_SIZE, EVENTS_DUP_NAME, EVENTS_MARK, EventRecord,
-    OpenPath, Options, ROOT_MAX_RING, STREAMS_PER_QUOTA, Target, USER_MAX_RING,
+    AdmittedPiece, COUNT_RECORD_SIZE, Command, CountRecord, EVENT_KERNEL_MODE, EVENT_STOPPED, EVENTS_DUP_NAME, EVENTS_MARK,
+    EVENTS_V1_DUP_NAME, EVENTS_V1_MARK, EventRecord, OpenPath, Options, ROOT_MAX_RING, STREAMS_PER_QUOTA, Target,
+    USER_MAX_RING,
 };
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
@@ -50,7 +64,7 @@ use syscall::schemev2::NewFdFlags;
 use syscall::{Stat, EVENT_READ};
 
 use crate::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, Uid};
-use crate::stream::EventRing;
+use crate::stream::{EventRing, RecordVersion};
 use crate::tally::Tally;
 use crate::usage::{OverCap, Usage};
 
@@ -59,6 +73,10 @@ pub const ROOT_HANDLE: usize = 0;
 
 /// Root's uid.
 const ROOT_UID: Uid = 0;
+
+/// `HitRecord::context`: the thread's kernel id in bits 0-31 (the pid is in
+/// bits 32-63; kernel-patch/ABI.md). Records carry the low half as `tid`.
+const CONTEXT_ID_MASK: u64 = 0xffff_ffff;
 
 /// Hit records moved from the kernel per batch.
 const HIT_BATCH: usize = 1024;
@@ -85,7 +103,7 @@ pub const DEFAULT_ROTATION_NS: u64 = 4_000_000;
 enum Handle {
     Root,
     Breakpoint(BpId),
-    Events { bp: BpId, subscribed: EventFlags },
+    Events { bp: BpId, subscribed: EventFlags, version: RecordVersion },
 }
 
 /// What the scheme keeps per breakpoint beside the engine.
@@ -120,6 +138,13 @@ struct Breakpoint {
     /// so that `fpath` still names them after the engine forgot a closed
     /// breakpoint whose streams are open.
     pieces: Vec<AdmittedPiece>,
+    /// Threads this breakpoint stopped and has not let go: tid (the
+    /// record's) -> the kernel's `context` to resume. Kept apart from the
+    /// ring, so a stop whose record the ring dropped is still known. At
+    /// most the threads of its one task (a stopped thread cannot hit again
+    /// before it is let go); empty (no allocation) for a breakpoint
+    /// without `stop`.
+    held: FxHashMap<u64, u64>,
 }
 
 impl Breakpoint {
@@ -159,6 +184,12 @@ pub struct HwbpScheme<K: Kernel> {
     last_rotation: u64,
     /// Pieces in each CPU's plan as last pushed to the kernel.
     pushed_cpu_len: Vec<usize>,
+    /// Stopped threads (`HitRecord::context`) and how many breakpoints
+    /// hold each: resumed when that drops to none.
+    stopped: FxHashMap<u64, u32>,
+    /// Contexts of the stopped records of the current drain, checked once
+    /// every record is routed: a thread no breakpoint holds is resumed.
+    stop_checks: Vec<u64>,
 }
 
 /// Why an operation failed, before it becomes an errno.
@@ -199,7 +230,7 @@ impl From<EngineError> for Refusal {
 impl From<KernelError> for Refusal {
     fn from(e: KernelError) -> Self {
         let errno = match e {
-            KernelError::NoSuchTask(_) | KernelError::NoSuchCpu(_) => ESRCH,
+            KernelError::NoSuchTask(_) | KernelError::NoSuchCpu(_) | KernelError::NotStopped(_) => ESRCH,
             KernelError::Refused(_) => EIO,
         };
         refusal(errno, e)
@@ -267,6 +298,8 @@ impl<K: Kernel> HwbpScheme<K> {
             task_holds: FxHashMap::default(),
             last_rotation: now,
             pushed_cpu_len: vec![0; kernel_cpus as usize],
+            stopped: FxHashMap::default(),
+            stop_checks: Vec::new(),
         }
     }
 
@@ -313,6 +346,12 @@ impl<K: Kernel> HwbpScheme<K> {
     /// Breakpoints and event streams `uid` holds (the caps' view).
     pub fn held_by(&self, uid: Uid) -> crate::usage::Held {
         self.usage.held(uid)
+    }
+
+    /// Threads stopped by a hit that some breakpoint holds (each once,
+    /// however many hold it).
+    pub fn stopped_thread_count(&self) -> usize {
+        self.stopped.len()
     }
 
     /// Bytes of event-ring storage held now, summed over every breakpoint.
@@ -387,9 +426,113 @@ impl<K: Kernel> HwbpScheme<K> {
             for i in 0..n {
                 let hit = self.hit_buf[i];
                 routed += self.route_hit(&hit);
+                if hit.flags & HIT_STOPPED != 0 {
+                    self.check_stop_later(hit.context);
+                }
             }
         }
+        self.resume_unheld();
         routed
+    }
+
+    /// A stopped record was routed: once every record of the drain was (the
+    /// other records of its exception may name a holder), its thread must
+    /// be held by someone, or run again.
+    fn check_stop_later(&mut self, context: u64) {
+        if self.stop_checks.try_reserve(1).is_ok() {
+            self.stop_checks.push(context);
+        } else if !self.stopped.contains_key(&context) {
+            // No room to wait: decide now (a later record of the same
+            // exception may find its breakpoint holding a running thread,
+            // whose `resume` then succeeds as a no-op).
+            self.resume_context(context);
+        }
+    }
+
+    /// Resume every thread stopped by a record of this drain that no
+    /// breakpoint holds (its breakpoint was disabled, closed, modified or
+    /// rotated out before the record was routed, or could not hold it).
+    fn resume_unheld(&mut self) {
+        if self.stop_checks.is_empty() {
+            return;
+        }
+        let mut checks = std::mem::take(&mut self.stop_checks);
+        checks.sort_unstable();
+        checks.dedup();
+        for &context in &checks {
+            if !self.stopped.contains_key(&context) {
+                log::debug!("hwbpd: thread {context:#x} was stopped for no live stopping breakpoint: resumed");
+                self.resume_context(context);
+            }
+        }
+        checks.clear();
+        self.stop_checks = checks;
+    }
+
+    /// Ask the kernel to run `context` again. A thread that is not stopped
+    /// any more (it exited) is fine; anything else is logged (on Redox the
+    /// kernel resumes it when hwbpd's control handle closes).
+    fn resume_context(&mut self, context: u64) -> bool {
+        match self.kernel.resume(context) {
+            Ok(()) | Err(KernelError::NotStopped(_)) => true,
+            Err(e) => {
+                log::error!("hwbpd: resuming thread {context:#x} failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Breakpoint `id` holds thread `context` stopped (idempotent). False
+    /// if there was no memory to note it: then nobody may hold it, and the
+    /// end of the drain resumes it.
+    fn hold(bp: &mut Breakpoint, stopped: &mut FxHashMap<u64, u32>, context: u64) -> bool {
+        let tid = context & CONTEXT_ID_MASK;
+        if bp.held.contains_key(&tid) {
+            return true;
+        }
+        if bp.held.try_reserve(1).is_err() || stopped.try_reserve(1).is_err() {
+            log::error!("hwbpd: no memory to hold stopped thread {tid}: it runs on");
+            return false;
+        }
+        bp.held.insert(tid, context);
+        *stopped.entry(context).or_insert(0) += 1;
+        true
+    }
+
+    /// Breakpoint `id` lets go of thread `tid`; if it was the thread's last
+    /// holder and `resume`, the thread runs again (false: the kernel
+    /// refused, logged). `resume: false` for a task that exited.
+    fn let_go(&mut self, id: BpId, tid: u64, resume: bool) -> bool {
+        let Some(context) = self.bps.get_mut(&id).and_then(|b| b.held.remove(&tid)) else { return true };
+        let last = match self.stopped.get_mut(&context) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.stopped.remove(&context);
+                true
+            }
+        };
+        !(last && resume) || self.resume_context(context)
+    }
+
+    /// Breakpoint `id` lets go of every thread it holds. Returns false if
+    /// the kernel refused a resume (logged).
+    fn let_go_all(&mut self, id: BpId, resume: bool) -> bool {
+        let tids: Vec<u64> = match self.bps.get_mut(&id) {
+            Some(b) if !b.held.is_empty() => b.held.keys().copied().collect(),
+            _ => return true,
+        };
+        let mut ok = true;
+        for tid in tids {
+            ok &= self.let_go(id, tid, resume);
+        }
+        if let Some(b) = self.bps.get_mut(&id) {
+            // Its task's threads, at most: give the table's room back.
+            b.held = FxHashMap::default();
+        }
+        ok
     }
 
     fn route_hit(&mut self, hit: &HitRecord) -> u64 {
@@ -407,6 +550,11 @@ impl<K: Kernel> HwbpScheme<K> {
                 bp.tally.exclude(self.epoch);
                 continue;
             }
+            // Held before anything else, apart from the ring: a record the
+            // ring drops, or the second record of one exception, must not
+            // lose the stop.
+            let stopped_here =
+                hit.flags & HIT_STOPPED != 0 && bp.path.options.stop && Self::hold(bp, &mut self.stopped, hit.context);
             // One access that hits several pieces of a split breakpoint
             // raises one #DB with several B bits: one hit, not several. Its
             // records are adjacent, share cpu/context/rip/time and carry
@@ -431,6 +579,8 @@ impl<K: Kernel> HwbpScheme<K> {
                 cpu: u64::from(hit.cpu),
                 timestamp_ns: hit.timestamp,
                 hit: hit_number,
+                tid: hit.context & CONTEXT_ID_MASK,
+                flags: if kernel_mode { EVENT_KERNEL_MODE } else { 0 } | if stopped_here { EVENT_STOPPED } else { 0 },
             });
             if pushed.is_err() {
                 // Counted in `lost`; one line per record would flood the log.
@@ -499,6 +649,9 @@ impl<K: Kernel> HwbpScheme<K> {
                     log::error!("hwbpd: identity change of task {pid}: engine: breakpoint {id}: {e}");
                 }
             }
+            // An exit took the threads with it; after an identity change
+            // the task runs on and the owner may no longer hold them.
+            self.let_go_all(id, reason == EndReason::Identity);
             let Some(bp) = self.bps.get_mut(&id) else { continue };
             bp.final_times = times.or(bp.final_times);
             if reason == EndReason::Identity {
@@ -694,6 +847,9 @@ impl<K: Kernel> HwbpScheme<K> {
             nosplit: o.nosplit,
             kernel: o.kernel,
             period: o.period.get(),
+            // Task scopes only: the engine refuses it on a cpu-wide scope
+            // (EINVAL), which a `modify` of a cpu-wide breakpoint reaches.
+            stop: o.stop,
         })
     }
 
@@ -755,6 +911,7 @@ impl<K: Kernel> HwbpScheme<K> {
                 last_exception: None,
                 times_base: (0, 0),
                 pieces,
+                held: FxHashMap::default(),
             },
         );
         self.usage.add_breakpoint(ctx.uid);
@@ -811,6 +968,7 @@ impl<K: Kernel> HwbpScheme<K> {
                     bp.enabled = enable;
                 }
             }
+            Command::Resume { tid } => return self.resume_command(id, tid),
             Command::Reset => {
                 let times = self.engine.times(id, now);
                 if let Some(bp) = self.bps.get_mut(&id) {
@@ -845,8 +1003,30 @@ impl<K: Kernel> HwbpScheme<K> {
         self.apply_changes(now, None)
     }
 
+    /// `resume <tid>` / `resume`: breakpoint `id` lets go of a thread it
+    /// stopped (ESRCH if it holds no `tid`), or of every one. EINVAL on a
+    /// breakpoint that has no `stop` and holds nothing (a `modify` that
+    /// dropped `stop` keeps what it held, until resumed or closed).
+    fn resume_command(&mut self, id: BpId, tid: Option<u64>) -> std::result::Result<(), Refusal> {
+        let bp = self.bps.get(&id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
+        if !bp.path.options.stop && bp.held.is_empty() {
+            return Err(refusal(EINVAL, "not a stopping breakpoint (no stop option): it stops no thread"));
+        }
+        let resumed = match tid {
+            Some(tid) => {
+                if !bp.held.contains_key(&tid) {
+                    return Err(refusal(ESRCH, format!("breakpoint {id} holds no stopped thread {tid}")));
+                }
+                self.let_go(id, tid, true)
+            }
+            None => self.let_go_all(id, true),
+        };
+        if resumed { Ok(()) } else { Err(refusal(EIO, "the kernel refused to resume the thread")) }
+    }
+
     /// Close a breakpoint: the engine forgets it and the kernel is told
     /// before this returns. Its state stays while event streams are open.
+    /// Every thread it stopped runs again before this returns.
     fn close_breakpoint(&mut self, id: BpId) {
         // Hits already queued belong to the breakpoint as it was.
         self.collect();
@@ -861,6 +1041,14 @@ impl<K: Kernel> HwbpScheme<K> {
         }
         if let Err(e) = self.apply_changes(now, None) {
             log::error!("hwbpd: close of breakpoint {id}: pushing plans failed: {}", e.why);
+        }
+        if self.bps.get(&id).is_some_and(|b| b.path.options.stop || !b.held.is_empty()) {
+            // Disarmed now: stops between the collect above and the push
+            // reach no breakpoint, and are resumed by this collect.
+            self.collect();
+            if !self.let_go_all(id, true) {
+                log::error!("hwbpd: close of breakpoint {id}: a stopped thread could not be resumed");
+            }
         }
         if let Some(pid) = live_on
             && Self::release_hold(&mut self.task_holds, pid)
@@ -889,14 +1077,14 @@ impl<K: Kernel> HwbpScheme<K> {
         }
     }
 
-    fn open_stream(&mut self, bp_id: BpId) -> std::result::Result<usize, Refusal> {
+    fn open_stream(&mut self, bp_id: BpId, version: RecordVersion) -> std::result::Result<usize, Refusal> {
         let bp = self.bps.get_mut(&bp_id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
         let owner = bp.owner;
         self.usage.check_stream(owner)?;
         bp.streams.try_reserve(1).map_err(out_of_memory("the breakpoint's stream list"))?;
         self.handles.try_reserve(1).map_err(out_of_memory("the handle table"))?;
         self.usage.try_reserve().map_err(out_of_memory("the per-uid table"))?;
-        let number = self.new_handle(Handle::Events { bp: bp_id, subscribed: EventFlags::empty() });
+        let number = self.new_handle(Handle::Events { bp: bp_id, subscribed: EventFlags::empty(), version });
         if let Some(bp) = self.bps.get_mut(&bp_id) {
             bp.streams.insert(number);
         }
@@ -935,13 +1123,20 @@ impl<K: Kernel> HwbpScheme<K> {
 
     // ---- event streams -------------------------------------------------
 
-    fn read_events(&mut self, bp_id: BpId, buf: &mut [u8], fcntl_flags: u32) -> std::result::Result<usize, Refusal> {
-        if buf.len() < EVENT_RECORD_SIZE {
-            return Err(refusal(EINVAL, format!("buffer of {} bytes holds no {EVENT_RECORD_SIZE}-byte record", buf.len())));
+    fn read_events(
+        &mut self,
+        bp_id: BpId,
+        buf: &mut [u8],
+        fcntl_flags: u32,
+        version: RecordVersion,
+    ) -> std::result::Result<usize, Refusal> {
+        let size = version.size();
+        if buf.len() < size {
+            return Err(refusal(EINVAL, format!("buffer of {} bytes holds no {size}-byte record", buf.len())));
         }
         self.collect();
         let bp = self.bps.get_mut(&bp_id).ok_or_else(|| refusal(EBADF, "breakpoint is gone"))?;
-        let n = bp.ring.read_into(buf);
+        let n = bp.ring.read_into(buf, version);
         if n > 0 || bp.finished() {
             return Ok(n);
         }
@@ -1000,8 +1195,16 @@ fn scope_of(target: Target) -> Scope {
 
 
 impl<K: Kernel> Drop for HwbpScheme<K> {
-    /// The server is going away: nothing it armed stays armed.
+    /// The server is going away: nothing it armed stays armed, no thread
+    /// it stopped stays stopped (what it holds is resumed here; the
+    /// backend's `disarm_all` resumes the rest, as the Redox kernel does
+    /// when hwbpd's control handle closes).
     fn drop(&mut self) {
+        let mut ids: Vec<BpId> = self.bps.iter().filter(|(_, b)| !b.held.is_empty()).map(|(&id, _)| id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.let_go_all(id, true);
+        }
         self.kernel.disarm_all();
     }
 }
@@ -1032,10 +1235,15 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
             Some(_) => return Err(self.refuse(op, refusal(EINVAL, "only a breakpoint handle has an events stream"))),
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {old_id}")))),
         };
-        if buf != EVENTS_DUP_NAME.as_bytes() {
-            return Err(self.refuse(op, refusal(EINVAL, format!("unknown dup name (want {EVENTS_DUP_NAME:?})"))));
-        }
-        match self.open_stream(bp) {
+        let version = if buf == EVENTS_DUP_NAME.as_bytes() {
+            RecordVersion::V2
+        } else if buf == EVENTS_V1_DUP_NAME.as_bytes() {
+            RecordVersion::V1
+        } else {
+            let why = format!("unknown dup name (want {EVENTS_DUP_NAME:?} or {EVENTS_V1_DUP_NAME:?})");
+            return Err(self.refuse(op, refusal(EINVAL, why)));
+        };
+        match self.open_stream(bp, version) {
             Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() }),
             Err(r) => Err(self.refuse(op, r)),
         }
@@ -1054,9 +1262,9 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 out.copy_from_slice(&self.count_record(bp).to_bytes());
                 Ok(COUNT_RECORD_SIZE)
             }
-            Some(Handle::Events { bp, .. }) => {
-                let bp = *bp;
-                match self.read_events(bp, buf, fcntl_flags) {
+            Some(Handle::Events { bp, version, .. }) => {
+                let (bp, version) = (*bp, *version);
+                match self.read_events(bp, buf, fcntl_flags, version) {
                     Ok(n) => Ok(n),
                     Err(r) if r.errno == EWOULDBLOCK => Err(Error::new(EWOULDBLOCK)),
                     Err(r) => Err(self.refuse(op, r)),
@@ -1087,7 +1295,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
     fn fevent(&mut self, id: usize, flags: EventFlags, ctx: &CallerCtx) -> Result<EventFlags> {
         let op = format_args!("fevent on handle {id} by pid {}", ctx.pid);
         let bp = match self.handles.get_mut(&id) {
-            Some(Handle::Events { bp, subscribed }) => {
+            Some(Handle::Events { bp, subscribed, .. }) => {
                 *subscribed = flags;
                 *bp
             }
@@ -1119,11 +1327,15 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         let path = match self.handle(id) {
             Some(Handle::Root) => libhwbp::abi::SCHEME_PREFIX.to_string(),
             Some(Handle::Breakpoint(bp)) => self.admitted_path(*bp).unwrap_or_default(),
-            Some(Handle::Events { bp, .. }) => {
+            Some(Handle::Events { bp, version, .. }) => {
                 // The stream's path: its breakpoint's, as dup named it. A
                 // stream keeps its breakpoint's state, so this always parses.
                 let p = self.admitted_path(*bp).unwrap_or_default();
-                format!("{p}{EVENTS_MARK}")
+                let mark = match version {
+                    RecordVersion::V2 => EVENTS_MARK,
+                    RecordVersion::V1 => EVENTS_V1_MARK,
+                };
+                format!("{p}{mark}")
             }
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
@@ -1137,12 +1349,16 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         let (size, uid) = match self.handle(id) {
             Some(Handle::Root) => (0, ROOT_UID),
             Some(Handle::Breakpoint(bp)) => (COUNT_RECORD_SIZE as u64, self.bps.get(bp).map_or(ROOT_UID, |b| b.owner)),
-            Some(Handle::Events { bp, .. }) => self.bps.get(bp).map_or((0, ROOT_UID), |b| {
-                ((b.ring.len() * EVENT_RECORD_SIZE) as u64, b.owner)
+            Some(Handle::Events { bp, version, .. }) => self.bps.get(bp).map_or((0, ROOT_UID), |b| {
+                ((b.ring.len() * version.size()) as u64, b.owner)
             }),
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
-        *stat = Stat { st_mode: MODE_FILE | 0o600, st_size: size, st_uid: uid, st_blksize: EVENT_RECORD_SIZE as u32, ..Stat::default() };
+        let block = match self.handle(id) {
+            Some(Handle::Events { version, .. }) => version.size(),
+            _ => libhwbp::abi::EVENT_RECORD_SIZE,
+        };
+        *stat = Stat { st_mode: MODE_FILE | 0o600, st_size: size, st_uid: uid, st_blksize: block as u32, ..Stat::default() };
         Ok(())
     }
 

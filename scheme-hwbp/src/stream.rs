@@ -1,9 +1,28 @@
 //! Per-breakpoint state the scheme keeps beside the engine: the count, the
-//! period, and the event ring that `dup(fd, "events")` streams read.
+//! period, and the event ring that `dup(fd, "events-v2")` (and `"events"`)
+//! streams read.
 
 use std::collections::VecDeque;
 
-use libhwbp::abi::{EventRecord, EVENT_RECORD_SIZE};
+use libhwbp::abi::{EventRecord, EVENT_RECORD_SIZE, EVENT_RECORD_V1_SIZE};
+
+/// The record layout a stream reads (chosen by the name `dup` was given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordVersion {
+    /// `events`: the 64-byte layout of clients built before version 2.
+    V1,
+    /// `events-v2`: 80 bytes, thread id and flags appended.
+    V2,
+}
+
+impl RecordVersion {
+    pub const fn size(self) -> usize {
+        match self {
+            RecordVersion::V1 => EVENT_RECORD_V1_SIZE,
+            RecordVersion::V2 => EVENT_RECORD_SIZE,
+        }
+    }
+}
 
 /// A bounded queue of hit records that drops the *oldest* record when full
 /// and counts what it dropped.
@@ -79,15 +98,18 @@ impl EventRing {
         self.capacity = capacity;
     }
 
-    /// Move as many whole records as fit into `out`, oldest first; returns
-    /// the bytes written. A read that empties the ring gives its storage
-    /// back, but for [`KEPT_RECORDS`].
-    pub fn read_into(&mut self, out: &mut [u8]) -> usize {
+    /// Move as many whole records as fit into `out`, oldest first, in the
+    /// layout of `version`; returns the bytes written. A read that empties
+    /// the ring gives its storage back, but for [`KEPT_RECORDS`].
+    pub fn read_into(&mut self, out: &mut [u8], version: RecordVersion) -> usize {
         let mut written = 0;
-        for chunk in out.chunks_exact_mut(EVENT_RECORD_SIZE) {
+        for chunk in out.chunks_exact_mut(version.size()) {
             let Some(r) = self.records.pop_front() else { break };
-            chunk.copy_from_slice(&r.to_bytes());
-            written += EVENT_RECORD_SIZE;
+            match version {
+                RecordVersion::V1 => chunk.copy_from_slice(&r.to_bytes_v1()),
+                RecordVersion::V2 => chunk.copy_from_slice(&r.to_bytes()),
+            }
+            written += version.size();
         }
         if self.records.is_empty() && self.records.capacity() > KEPT_RECORDS {
             self.release(KEPT_RECORDS);
@@ -155,7 +177,7 @@ mod tests {
         }
         assert_eq!(ring.len(), 1000);
         let mut buf = vec![0u8; EVENT_RECORD_SIZE * 1000];
-        assert_eq!(ring.read_into(&mut buf), buf.len());
+        assert_eq!(ring.read_into(&mut buf, RecordVersion::V2), buf.len());
         assert!(ring.storage_bytes() <= KEPT_RECORDS * EVENT_RECORD_SIZE, "{}", ring.storage_bytes());
         push(&mut ring, 1);
         assert_eq!(ring.len(), 1, "still usable");
@@ -169,7 +191,7 @@ mod tests {
         }
         assert_eq!(ring.lost(), 2);
         let mut buf = [0u8; EVENT_RECORD_SIZE * 8];
-        let n = ring.read_into(&mut buf);
+        let n = ring.read_into(&mut buf, RecordVersion::V2);
         let hits: Vec<u64> = EventRecord::decode_all(&buf[..n]).map(|r| r.hit).collect();
         assert_eq!(hits, [3, 4, 5]);
     }
@@ -180,8 +202,20 @@ mod tests {
         push(&mut ring, 1);
         push(&mut ring, 2);
         let mut buf = [0u8; EVENT_RECORD_SIZE + 10];
-        assert_eq!(ring.read_into(&mut buf), EVENT_RECORD_SIZE);
+        assert_eq!(ring.read_into(&mut buf, RecordVersion::V2), EVENT_RECORD_SIZE);
         assert_eq!(ring.len(), 1);
+    }
+
+    #[test]
+    fn a_version_1_read_gives_64_byte_records() {
+        let mut ring = EventRing::new(4);
+        ring.push(EventRecord { hit: 1, tid: 9, flags: 1, ..EventRecord::default() }).unwrap();
+        ring.push(rec(2)).unwrap();
+        let mut buf = [0u8; EVENT_RECORD_SIZE];
+        let n = ring.read_into(&mut buf, RecordVersion::V1);
+        assert_eq!(n, EVENT_RECORD_V1_SIZE, "one whole 64-byte record in 80 bytes");
+        let got: Vec<_> = EventRecord::decode_all_v1(&buf[..n]).collect();
+        assert_eq!(got, [EventRecord { hit: 1, ..EventRecord::default() }]);
     }
 
     #[test]

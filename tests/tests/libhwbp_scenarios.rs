@@ -150,7 +150,7 @@ fn nonblocking_empty_stream_is_eagain_at_the_transport() {
     let bp = Breakpoint::watch(A).open(&w.user).unwrap();
     let ev = bp.events().unwrap();
     w.user.set_nonblock(ev.raw_handle(), true).unwrap();
-    let e = w.user.read(ev.raw_handle(), &mut [0u8; 64]).unwrap_err();
+    let e = w.user.read(ev.raw_handle(), &mut [0u8; libhwbp::abi::EVENT_RECORD_SIZE]).unwrap_err();
     assert_eq!(ErrorKind::of_io_error(&e), Some(ErrorKind::WouldBlock));
 }
 

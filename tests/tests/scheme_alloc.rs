@@ -83,7 +83,7 @@ fn streams_past_what_memory_allows_are_enomem_and_the_server_carries_on() {
     let mut streams = Vec::with_capacity(10_000);
     let errno = with_alloc_limit(16 * 1024, || {
         for _ in 0..10_000 {
-            match s.dup(fd, b"events", &ctx) {
+            match s.dup(fd, libhwbp::abi::EVENTS_DUP_NAME.as_bytes(), &ctx) {
                 Ok(redox_scheme::OpenResult::ThisScheme { number, .. }) => streams.push(number),
                 Ok(other) => panic!("{other:?}"),
                 Err(e) => return e.errno,
@@ -146,7 +146,7 @@ fn worst_pattern(s: &mut Scheme, quota: usize, ring: usize) -> (isize, usize) {
         for &(fd, pid) in &fds {
             let ctx = hwbpd::caller_ctx(pid as usize, USER, USER);
             for _ in 0..libhwbp::abi::STREAMS_PER_QUOTA {
-                if let Ok(redox_scheme::OpenResult::ThisScheme { number, .. }) = s.dup(fd, b"events", &ctx) {
+                if let Ok(redox_scheme::OpenResult::ThisScheme { number, .. }) = s.dup(fd, libhwbp::abi::EVENTS_DUP_NAME.as_bytes(), &ctx) {
                     s.fevent(number, syscall::flag::EVENT_READ, &ctx).unwrap();
                     held.push(number);
                 }

@@ -165,6 +165,21 @@ fn fstat_reports_the_record_size_and_queued_bytes_and_fpath_names_the_stream() {
     s.fstat(efd, &mut st, &ctx).unwrap();
     assert_eq!(st.st_size, 3 * libhwbp::abi::EVENT_RECORD_SIZE as u64);
     let p = fpath(&mut s, efd);
-    assert!(p.starts_with(&fpath(&mut s, fd)) && p.ends_with("#events"), "{p}");
+    assert!(p.starts_with(&fpath(&mut s, fd)) && p.ends_with("#events-v2"), "{p}");
+    // A version-1 stream (clients built before tid and flags) reads the
+    // same ring as 64-byte records.
+    let v1 = match s.dup(fd, libhwbp::abi::EVENTS_V1_DUP_NAME.as_bytes(), &ctx) {
+        Ok(redox_scheme::OpenResult::ThisScheme { number, .. }) => number,
+        other => panic!("{other:?}"),
+    };
+    s.fstat(v1, &mut st, &ctx).unwrap();
+    assert_eq!((st.st_size, st.st_blksize), (3 * 64, 64));
+    assert!(fpath(&mut s, v1).ends_with("#pieces=0x400000/4:w#events"), "{}", fpath(&mut s, v1));
+    let mut buf = [0u8; 80];
+    assert_eq!(s.read(v1, &mut buf, 0, 0, &ctx).unwrap(), 64, "whole 64-byte records only");
+    let rec = libhwbp::abi::EventRecord::decode_all_v1(&buf[..64]).next().unwrap();
+    assert_eq!((rec.hit, rec.addr, rec.tid), (1, A, 0));
+    assert_eq!(s.read(v1, &mut buf[..63], 0, 0, &ctx).map_err(|e| e.errno), Err(libhwbp::abi::errno::EINVAL));
+    assert_eq!(read_events(&mut s, efd, 4, true).unwrap().iter().map(|r| (r.hit, r.tid)).collect::<Vec<_>>(), [(2, tid), (3, tid)]);
     assert_eq!(s.fstat(999, &mut st, &ctx).map_err(|e| e.errno), Err(libhwbp::abi::errno::EBADF));
 }

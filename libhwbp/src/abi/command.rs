@@ -1,11 +1,17 @@
 //! Commands written to a breakpoint handle: one per write.
 //!
-//! `enable`, `disable`, `reset` (zero the count, times and lost), and
-//! `modify <event>[?<options>]`. One trailing `\n` is tolerated. `modify`
-//! without `?` keeps the breakpoint's current options; with `?` the
-//! options are replaced (unnamed ones take their defaults). hwbpd applies
-//! `modify` atomically: if the new event is invalid or does not fit, the
-//! old one stays armed, unchanged.
+//! `enable`, `disable`, `reset` (zero the count, times and lost),
+//! `modify <event>[?<options>]`, and `resume [<tid>]`. One trailing `\n` is
+//! tolerated. `modify` without `?` keeps the breakpoint's current options;
+//! with `?` the options are replaced (unnamed ones take their defaults).
+//! hwbpd applies `modify` atomically: if the new event is invalid or does
+//! not fit, the old one stays armed, unchanged.
+//!
+//! `resume <tid>` runs again a thread this breakpoint stopped (option
+//! `stop`; `tid` as in its hit records), `resume` every thread it stopped.
+//! A tid is decimal digits; one too large for a u64 is well-formed and
+//! names no thread (hwbpd: ESRCH, as for task ids), anything else is
+//! EINVAL ([`PathError::BadThreadId`]).
 
 use core::fmt;
 
@@ -19,6 +25,9 @@ pub enum Command {
     Disable,
     Reset,
     Modify { event: MemEvent, options: Option<Options> },
+    /// `resume <tid>` (`Some`) or `resume` (`None`: every thread the
+    /// breakpoint stopped).
+    Resume { tid: Option<u64> },
 }
 
 impl Command {
@@ -33,9 +42,13 @@ impl Command {
             "enable" => return Ok(Command::Enable),
             "disable" => return Ok(Command::Disable),
             "reset" => return Ok(Command::Reset),
+            "resume" => return Ok(Command::Resume { tid: None }),
             "modify" | "modify " => return Err(PathError::MissingEvent),
             "" => return Err(PathError::UnknownCommand(String::new())),
             _ => {}
+        }
+        if let Some(tid) = s.strip_prefix("resume ") {
+            return parse_tid(tid).map(|tid| Command::Resume { tid: Some(tid) });
         }
         let Some(rest) = s.strip_prefix("modify ") else {
             let word = s.split([' ', '\n']).next().unwrap_or("");
@@ -50,12 +63,23 @@ impl Command {
     }
 }
 
+/// A thread id: decimal digits only; too large for a u64 saturates (a
+/// well-formed id that names no thread).
+fn parse_tid(s: &str) -> Result<u64, PathError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PathError::BadThreadId);
+    }
+    Ok(s.parse().unwrap_or(u64::MAX))
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Enable => f.write_str("enable"),
             Command::Disable => f.write_str("disable"),
             Command::Reset => f.write_str("reset"),
+            Command::Resume { tid: None } => f.write_str("resume"),
+            Command::Resume { tid: Some(tid) } => write!(f, "resume {tid}"),
             Command::Modify { event, options } => {
                 write!(f, "modify {event}")?;
                 match options {

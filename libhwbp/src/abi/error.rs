@@ -53,6 +53,12 @@ pub enum PathError {
     UnknownCommand(String),
     /// `modify` without an event.
     MissingEvent,
+    /// `stop` on a cpu-wide target: only a task's threads can be stopped.
+    StopNeedsTask,
+    /// `stop` with `period` above 1: every stop must be reported.
+    StopWithPeriod,
+    /// `resume` followed by something that is not a decimal thread id.
+    BadThreadId,
 }
 
 impl PathError {
@@ -93,8 +99,13 @@ impl fmt::Display for PathError {
             PathError::TrailingJunk => f.write_str("unexpected characters after the path"),
             PathError::BadPieces => f.write_str("malformed #pieces= list"),
             PathError::NotUtf8 => f.write_str("not UTF-8"),
-            PathError::UnknownCommand(c) => write!(f, "unknown command {c:?} (want enable, disable, reset, modify <event>)"),
+            PathError::UnknownCommand(c) => {
+                write!(f, "unknown command {c:?} (want enable, disable, reset, modify <event>, resume [<tid>])")
+            }
             PathError::MissingEvent => f.write_str("modify needs an event"),
+            PathError::StopNeedsTask => f.write_str("stop needs a task target (task/<pid>, task/<pid>/cpu/<n> or self)"),
+            PathError::StopWithPeriod => f.write_str("stop reports every hit: period must be 1"),
+            PathError::BadThreadId => f.write_str("resume takes a decimal thread id, or nothing (every stopped thread)"),
         }
     }
 }

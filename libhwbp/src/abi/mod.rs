@@ -21,12 +21,20 @@ pub use errno::ErrorKind;
 pub use event::{format_mem_event, parse_mem_event, Access, MemEvent};
 pub use path::{
     strip_scheme_prefix, AdmittedPath, AdmittedPiece, OpenPath, Options, PathError, RingSize, Target,
-    DEFAULT_RING, EVENTS_MARK, MAX_RING, SCHEME_PREFIX,
+    DEFAULT_RING, EVENTS_MARK, EVENTS_V1_MARK, MAX_RING, SCHEME_PREFIX,
 };
-pub use record::{CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_RECORD_SIZE};
+pub use record::{
+    CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_KERNEL_MODE, EVENT_RECORD_SIZE, EVENT_RECORD_V1_SIZE,
+    EVENT_STOPPED,
+};
 
-/// Name given to `dup` on a breakpoint handle to open its hit stream.
-pub const EVENTS_DUP_NAME: &str = "events";
+/// Name given to `dup` on a breakpoint handle to open its hit stream of
+/// version-2 records ([`EVENT_RECORD_SIZE`] bytes each: thread id and
+/// flags included).
+pub const EVENTS_DUP_NAME: &str = "events-v2";
+/// Name of the stream of version-1 records ([`EVENT_RECORD_V1_SIZE`]
+/// bytes, no thread id), kept for clients built before version 2.
+pub const EVENTS_V1_DUP_NAME: &str = "events";
 /// Open breakpoints a non-root user may hold unless hwbpd is configured
 /// otherwise (contract section 3).
 pub const DEFAULT_USER_QUOTA: usize = 64;

@@ -7,11 +7,13 @@
 //! Targets: `task/<pid>`, `task/<pid>/cpu/<n>`, `cpu/<n>`, `cpu/all`,
 //! `self`; pid and n are decimal. The event is a `mem:` event (see
 //! [`super::event`]). Options, each at most once, separated by `&`:
-//! `pinned`, `exclusive`, `disabled`, `kernel`, `nosplit`, `period=<n>`
-//! (n >= 1, default 1), `wakeup=<n>` (n >= 1, default 1), `ring=<n>`
-//! (1 <= n <= [`MAX_RING`], default [`DEFAULT_RING`]); values are decimal.
-//! Anything else — an unknown or repeated option, an empty option, a value
-//! on a flag, a `?` with nothing after it, trailing characters — is EINVAL.
+//! `pinned`, `exclusive`, `disabled`, `kernel`, `nosplit`, `stop`,
+//! `period=<n>` (n >= 1, default 1), `wakeup=<n>` (n >= 1, default 1),
+//! `ring=<n>` (1 <= n <= [`MAX_RING`], default [`DEFAULT_RING`]); values are
+//! decimal. Anything else — an unknown or repeated option, an empty option,
+//! a value on a flag, a `?` with nothing after it, trailing characters — is
+//! EINVAL, and so is `stop` on a cpu-wide target or with `period` above 1
+//! (a stopped thread is always reported: [`Options::check_target`]).
 //!
 //! The canonical form (`Display`) spells the event in full and lists only
 //! the options that differ from their defaults, in the order above.
@@ -148,6 +150,12 @@ pub struct Options {
     pub kernel: bool,
     /// Refuse (EINVAL) instead of splitting a range that is not one piece.
     pub nosplit: bool,
+    /// Each user-mode hit stops the thread that hit (after the access for
+    /// data, before the instruction for `x`) until the holder writes
+    /// `resume <tid>` or `resume`, or closes the handle (contract 7,
+    /// "Debuggers"). Task targets only; every hit is reported, so `period`
+    /// must be 1.
+    pub stop: bool,
 }
 
 impl Default for Options {
@@ -161,6 +169,7 @@ impl Default for Options {
             ring: RingSize::DEFAULT,
             kernel: false,
             nosplit: false,
+            stop: false,
         }
     }
 }
@@ -192,6 +201,7 @@ impl Options {
                 "disabled" => o.disabled = flag(name, value)?,
                 "kernel" => o.kernel = flag(name, value)?,
                 "nosplit" => o.nosplit = flag(name, value)?,
+                "stop" => o.stop = flag(name, value)?,
                 "period" => o.period = nonzero(name, value)?,
                 "wakeup" => o.wakeup = nonzero(name, value)?,
                 "ring" => {
@@ -205,16 +215,39 @@ impl Options {
                 _ => unreachable!("every name in OPTION_NAMES has an arm"),
             }
         }
+        o.check_stop()?;
         Ok(o)
     }
 
     pub fn is_default(&self) -> bool {
         *self == Options::default()
     }
+
+    /// `stop` reports every hit: with `period` above 1 a thread would stop
+    /// with no record saying so (EINVAL, [`PathError::StopWithPeriod`]).
+    pub fn check_stop(&self) -> Result<(), PathError> {
+        if self.stop && self.period.get() != 1 {
+            return Err(PathError::StopWithPeriod);
+        }
+        Ok(())
+    }
+
+    /// Whether these options may be used on `target`: `stop` only on a
+    /// task (`task/<pid>`, `task/<pid>/cpu/<n>`, `self`), since only a
+    /// thread can be stopped ([`PathError::StopNeedsTask`]); and
+    /// [`Options::check_stop`].
+    pub fn check_target(&self, target: Target) -> Result<(), PathError> {
+        self.check_stop()?;
+        if self.stop && target.is_cpu_wide() {
+            return Err(PathError::StopNeedsTask);
+        }
+        Ok(())
+    }
 }
 
 /// Option names, in canonical order.
-pub const OPTION_NAMES: [&str; 8] = ["pinned", "exclusive", "disabled", "period", "wakeup", "ring", "kernel", "nosplit"];
+pub const OPTION_NAMES: [&str; 9] =
+    ["pinned", "exclusive", "disabled", "period", "wakeup", "ring", "kernel", "nosplit", "stop"];
 
 fn flag(name: &'static str, value: Option<&str>) -> Result<bool, PathError> {
     match value {
@@ -265,6 +298,9 @@ impl fmt::Display for Options {
         if self.nosplit {
             item(f, format_args!("nosplit"))?;
         }
+        if self.stop {
+            item(f, format_args!("stop"))?;
+        }
         Ok(())
     }
 }
@@ -309,7 +345,9 @@ impl OpenPath {
         }
         let (target, rest) = Target::parse_prefix(s)?;
         let (event, options) = parse_event_and_options(rest)?;
-        Ok(OpenPath { target, event, options: options.unwrap_or_default() })
+        let options = options.unwrap_or_default();
+        options.check_target(target)?;
+        Ok(OpenPath { target, event, options })
     }
 
     /// The path with `/scheme/hwbp/` in front, for `open(2)`.
@@ -411,17 +449,24 @@ impl AdmittedPath {
 
 impl AdmittedPath {
     /// Parse an event stream's `fpath`: its breakpoint's admitted path,
-    /// then `#events` (the name `dup` was given). hwbpd keeps the pieces a
+    /// then `#` and the name `dup` was given (`#events-v2`, or `#events`
+    /// for a stream of version-1 records). hwbpd keeps the pieces a
     /// breakpoint was admitted with, so this parses even after the
     /// breakpoint handle was closed.
     pub fn parse_stream(s: &str) -> Result<AdmittedPath, PathError> {
-        let admitted = s.strip_suffix(EVENTS_MARK).ok_or(PathError::BadPieces)?;
+        let admitted = s
+            .strip_suffix(EVENTS_MARK)
+            .or_else(|| s.strip_suffix(EVENTS_V1_MARK))
+            .ok_or(PathError::BadPieces)?;
         AdmittedPath::parse(admitted)
     }
 }
 
-/// What an event stream's `fpath` adds to its breakpoint's admitted path.
-pub const EVENTS_MARK: &str = "#events";
+/// What an event stream's `fpath` adds to its breakpoint's admitted path
+/// (a stream opened with [`super::EVENTS_DUP_NAME`]).
+pub const EVENTS_MARK: &str = "#events-v2";
+/// The same for a stream of version-1 records ([`super::EVENTS_V1_DUP_NAME`]).
+pub const EVENTS_V1_MARK: &str = "#events";
 
 impl fmt::Display for AdmittedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

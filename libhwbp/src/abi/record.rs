@@ -5,13 +5,32 @@
 //! padding, and convert to and from bytes without `unsafe`. Their layouts
 //! are the ABI: fields are only ever added at the end, in a new record
 //! version with a new size.
+//!
+//! The hit record has two versions. Version 2 ([`EVENT_RECORD_SIZE`], 80
+//! bytes) is version 1 ([`EVENT_RECORD_V1_SIZE`], 64 bytes: the first 64
+//! bytes, unchanged) followed by `tid` and `flags`. A stream opened with
+//! `dup(fd, "events-v2")` ([`super::EVENTS_DUP_NAME`]) reads version 2;
+//! one opened with `dup(fd, "events")` ([`super::EVENTS_V1_DUP_NAME`]), as
+//! clients built before version 2 do, reads version 1.
 
 use super::event::Access;
 
 /// Size of a [`CountRecord`] in bytes.
 pub const COUNT_RECORD_SIZE: usize = 40;
-/// Size of an [`EventRecord`] in bytes.
-pub const EVENT_RECORD_SIZE: usize = 64;
+/// Size of an [`EventRecord`] in bytes (version 2).
+pub const EVENT_RECORD_SIZE: usize = 80;
+/// Size of a version-1 hit record: the first 64 bytes of an
+/// [`EventRecord`], what a stream opened as `events` returns.
+pub const EVENT_RECORD_V1_SIZE: usize = 64;
+
+/// [`EventRecord::flags`]: this breakpoint (option `stop`) stopped the
+/// thread `tid`; it runs again after `resume <tid>` or `resume` on the
+/// breakpoint handle, or when that handle is closed.
+pub const EVENT_STOPPED: u64 = 1 << 0;
+/// [`EventRecord::flags`]: the access happened in kernel mode (a syscall
+/// touching a watched user buffer; counted only with the `kernel` option
+/// or on kernel addresses). Such a hit never stops the thread.
+pub const EVENT_KERNEL_MODE: u64 = 1 << 1;
 
 const _: () = assert!(core::mem::size_of::<CountRecord>() == COUNT_RECORD_SIZE);
 const _: () = assert!(core::mem::size_of::<EventRecord>() == EVENT_RECORD_SIZE);
@@ -106,6 +125,10 @@ impl CountRecord {
 /// | 40     | `cpu`       | the CPU it ran on |
 /// | 48     | `timestamp_ns` | monotonic time of the hit |
 /// | 56     | `hit`       | the hit's number: 1 for the first hit of this breakpoint (with `period=n`, records carry n, 2n, ...) |
+/// | 64     | `tid`       | the thread that hit: the kernel's id of the context (what `resume <tid>` names) |
+/// | 72     | `flags`     | [`EVENT_STOPPED`], [`EVENT_KERNEL_MODE`]; other bits are 0 |
+///
+/// Offsets 64 and up are version 2 only (see the module docs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct EventRecord {
@@ -117,6 +140,8 @@ pub struct EventRecord {
     pub cpu: u64,
     pub timestamp_ns: u64,
     pub hit: u64,
+    pub tid: u64,
+    pub flags: u64,
 }
 
 impl EventRecord {
@@ -128,9 +153,30 @@ impl EventRecord {
     pub const OFFSET_CPU: usize = 40;
     pub const OFFSET_TIMESTAMP: usize = 48;
     pub const OFFSET_HIT: usize = 56;
+    pub const OFFSET_TID: usize = 64;
+    pub const OFFSET_FLAGS: usize = 72;
+
+    /// Whether this breakpoint stopped thread `tid` ([`EVENT_STOPPED`]).
+    pub const fn is_stopped(&self) -> bool {
+        self.flags & EVENT_STOPPED != 0
+    }
+
+    /// Whether the hit happened in kernel mode ([`EVENT_KERNEL_MODE`]).
+    pub const fn is_kernel_mode(&self) -> bool {
+        self.flags & EVENT_KERNEL_MODE != 0
+    }
 
     pub fn to_bytes(&self) -> [u8; EVENT_RECORD_SIZE] {
         let mut b = [0u8; EVENT_RECORD_SIZE];
+        b[..EVENT_RECORD_V1_SIZE].copy_from_slice(&self.to_bytes_v1());
+        put(&mut b, Self::OFFSET_TID, self.tid);
+        put(&mut b, Self::OFFSET_FLAGS, self.flags);
+        b
+    }
+
+    /// The version-1 record: the first [`EVENT_RECORD_V1_SIZE`] bytes.
+    pub fn to_bytes_v1(&self) -> [u8; EVENT_RECORD_V1_SIZE] {
+        let mut b = [0u8; EVENT_RECORD_V1_SIZE];
         put(&mut b, Self::OFFSET_ID, self.id);
         put(&mut b, Self::OFFSET_IP, self.ip);
         put(&mut b, Self::OFFSET_ADDR, self.addr);
@@ -143,6 +189,15 @@ impl EventRecord {
     }
 
     pub fn from_bytes(b: &[u8; EVENT_RECORD_SIZE]) -> EventRecord {
+        EventRecord { tid: get(b, Self::OFFSET_TID), flags: get(b, Self::OFFSET_FLAGS), ..Self::from_v1_prefix(b) }
+    }
+
+    /// Decode a version-1 record (`tid` and `flags` are 0: unknown).
+    pub fn from_bytes_v1(b: &[u8; EVENT_RECORD_V1_SIZE]) -> EventRecord {
+        Self::from_v1_prefix(b)
+    }
+
+    fn from_v1_prefix<const N: usize>(b: &[u8; N]) -> EventRecord {
         EventRecord {
             id: get(b, Self::OFFSET_ID),
             ip: get(b, Self::OFFSET_IP),
@@ -152,6 +207,8 @@ impl EventRecord {
             cpu: get(b, Self::OFFSET_CPU),
             timestamp_ns: get(b, Self::OFFSET_TIMESTAMP),
             hit: get(b, Self::OFFSET_HIT),
+            tid: 0,
+            flags: 0,
         }
     }
 
@@ -181,6 +238,14 @@ impl EventRecord {
         bytes
             .chunks_exact(EVENT_RECORD_SIZE)
             .map(|c| EventRecord::from_bytes(c.try_into().expect("chunks_exact yields full records")))
+    }
+
+    /// Decode the whole version-1 records in `bytes` (a stream opened as
+    /// `events`).
+    pub fn decode_all_v1(bytes: &[u8]) -> impl Iterator<Item = EventRecord> + '_ {
+        bytes
+            .chunks_exact(EVENT_RECORD_V1_SIZE)
+            .map(|c| EventRecord::from_bytes_v1(c.try_into().expect("chunks_exact yields full records")))
     }
 }
 
@@ -218,6 +283,22 @@ mod tests {
         assert_eq!(offset_of!(EventRecord, cpu), EventRecord::OFFSET_CPU);
         assert_eq!(offset_of!(EventRecord, timestamp_ns), EventRecord::OFFSET_TIMESTAMP);
         assert_eq!(offset_of!(EventRecord, hit), EventRecord::OFFSET_HIT);
+        assert_eq!(offset_of!(EventRecord, tid), EventRecord::OFFSET_TID);
+        assert_eq!(offset_of!(EventRecord, flags), EventRecord::OFFSET_FLAGS);
+        assert_eq!(EventRecord::OFFSET_TID, EVENT_RECORD_V1_SIZE, "version 2 only appends");
+    }
+
+    #[test]
+    fn version_1_is_the_first_64_bytes_of_version_2() {
+        let r = EventRecord { id: 1, ip: 2, addr: 3, access: 1, pid: 5, cpu: 6, timestamp_ns: 7, hit: 8, tid: 9, flags: EVENT_STOPPED };
+        let v2 = r.to_bytes();
+        let v1 = r.to_bytes_v1();
+        assert_eq!(&v2[..EVENT_RECORD_V1_SIZE], &v1[..]);
+        assert_eq!((v2[64], v2[72]), (9, 1));
+        assert_eq!(EventRecord::from_bytes_v1(&v1), EventRecord { tid: 0, flags: 0, ..r });
+        assert!(r.is_stopped() && !r.is_kernel_mode());
+        let two = [v1, v1].concat();
+        assert_eq!(EventRecord::decode_all_v1(&two).count(), 2);
     }
 
     #[test]
@@ -236,7 +317,7 @@ mod tests {
     #[test]
     fn event_record_round_trips_and_decodes_batches() {
         let recs: Vec<EventRecord> = (0..3)
-            .map(|i| EventRecord { id: i, ip: 0x40_0000 + i, addr: 0x1000, access: 1, pid: 7, cpu: 1, timestamp_ns: 99, hit: i + 1 })
+            .map(|i| EventRecord { id: i, ip: 0x40_0000 + i, addr: 0x1000, access: 1, pid: 7, cpu: 1, timestamp_ns: 99, hit: i + 1, tid: 3, flags: 0 })
             .collect();
         let mut buf = [0u8; EVENT_RECORD_SIZE * 3 + 10];
         assert_eq!(EventRecord::encode_into(&recs, &mut buf), EVENT_RECORD_SIZE * 3);

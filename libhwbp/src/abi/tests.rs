@@ -265,14 +265,17 @@ fn target() -> impl Strategy<Value = Target> {
     ]
 }
 
+/// Any options; `stop` only with `period=1` (the other combination never
+/// parses).
 fn options() -> impl Strategy<Value = Options> {
-    (any::<[bool; 5]>(), 1u64.., 1u64.., 1u64..=u64::from(MAX_RING)).prop_map(|(f, period, wakeup, ring)| Options {
+    (any::<[bool; 6]>(), 1u64.., 1u64.., 1u64..=u64::from(MAX_RING)).prop_map(|(f, period, wakeup, ring)| Options {
         pinned: f[0],
         exclusive: f[1],
         disabled: f[2],
         kernel: f[3],
         nosplit: f[4],
-        period: NonZeroU64::new(period).unwrap(),
+        stop: f[5],
+        period: NonZeroU64::new(if f[5] { 1 } else { period }).unwrap(),
         wakeup: NonZeroU64::new(wakeup).unwrap(),
         ring: RingSize::new(ring).unwrap(),
     })
@@ -305,6 +308,8 @@ proptest! {
 
     #[test]
     fn open_paths_round_trip(target in target(), event in event(), options in options()) {
+        // `stop` on a cpu-wide target never parses (tested below).
+        let options = Options { stop: options.stop && !target.is_cpu_wide(), ..options };
         let path = OpenPath { target, event, options };
         let text = path.to_string();
         prop_assert_eq!(OpenPath::parse(&text), Ok(path));
@@ -317,11 +322,18 @@ proptest! {
     }
 
     #[test]
-    fn records_round_trip(v in any::<[u64; 8]>()) {
+    fn records_round_trip(v in any::<[u64; 10]>()) {
         let c = CountRecord { value: v[0], time_enabled_ns: v[1], time_running_ns: v[2], id: v[3], lost: v[4] };
         prop_assert_eq!(CountRecord::from_bytes(&c.to_bytes()), c);
-        let e = EventRecord { id: v[0], ip: v[1], addr: v[2], access: v[3], pid: v[4], cpu: v[5], timestamp_ns: v[6], hit: v[7] };
+        let e = EventRecord { id: v[0], ip: v[1], addr: v[2], access: v[3], pid: v[4], cpu: v[5], timestamp_ns: v[6], hit: v[7], tid: v[8], flags: v[9] };
         prop_assert_eq!(EventRecord::from_bytes(&e.to_bytes()), e);
+        prop_assert_eq!(EventRecord::from_bytes_v1(&e.to_bytes_v1()), EventRecord { tid: 0, flags: 0, ..e });
+    }
+
+    #[test]
+    fn resume_commands_round_trip(tid in any::<Option<u64>>()) {
+        let c = Command::Resume { tid };
+        prop_assert_eq!(Command::parse(&c.to_string()), Ok(c));
     }
 
     #[test]
@@ -333,10 +345,13 @@ proptest! {
 
 #[test]
 fn a_stream_path_is_the_admitted_path_and_events() {
-    let text = "task/7/mem:0x1001/2:w#pieces=0x1001/1:w,0x1002/1:w#events";
+    let text = "task/7/mem:0x1001/2:w#pieces=0x1001/1:w,0x1002/1:w#events-v2";
     let a = AdmittedPath::parse_stream(text).unwrap();
     assert_eq!(a.pieces.len(), 2);
     assert_eq!(format!("{a}{EVENTS_MARK}"), text);
+    let v1 = "task/7/mem:0x1001/2:w#pieces=0x1001/1:w,0x1002/1:w#events";
+    assert_eq!(AdmittedPath::parse_stream(v1), Ok(a.clone()), "a version-1 stream");
+    assert_eq!(format!("{a}{EVENTS_V1_MARK}"), v1);
     assert_eq!(AdmittedPath::parse_stream("task/7/mem:0x1001/2:w#pieces=0x1001/1:w"), Err(PathError::BadPieces));
     assert_eq!(AdmittedPath::parse_stream("task/7/mem:0x1001/2:w#pieces=#events"), Err(PathError::BadPieces));
 }
@@ -346,4 +361,49 @@ fn the_event_parser_does_not_depend_on_the_path_parser() {
     // event <- path, both <- error: no circle between the two parsers.
     let event = include_str!("event.rs");
     assert!(!event.contains("super::path"), "abi::event must not import abi::path");
+}
+
+#[test]
+fn stop_is_a_flag_for_task_targets_with_period_1() {
+    for target in ["task/42", "task/42/cpu/1", "self"] {
+        let path = p(&format!("{target}/mem:0x1000:x?stop")).unwrap();
+        assert!(path.options.stop, "{target}");
+        assert_eq!(path.to_string(), format!("{target}/mem:0x1000/8:x?stop"));
+    }
+    assert_eq!(p("task/1/mem:0x10:w?pinned&stop&ring=8").unwrap().to_string(), "task/1/mem:0x10/4:w?pinned&ring=8&stop");
+    assert_eq!(err("cpu/0/mem:0x10?stop"), PathError::StopNeedsTask);
+    assert_eq!(err("cpu/all/mem:0x10?stop"), PathError::StopNeedsTask);
+    assert_eq!(err("self/mem:0x10?stop&period=2"), PathError::StopWithPeriod);
+    assert_eq!(err("self/mem:0x10?period=2&stop"), PathError::StopWithPeriod);
+    assert_eq!(p("self/mem:0x10?stop&period=1").unwrap().options.stop, true);
+    assert_eq!(err("self/mem:0x10?stop=1"), PathError::UnexpectedValue("stop"));
+    assert_eq!(err("self/mem:0x10?stop&stop"), PathError::DuplicateOption("stop"));
+    assert_eq!(err("cpu/0/mem:0x10?stop").errno(), errno::EINVAL);
+    let o = Options { stop: true, ..Options::default() };
+    assert_eq!(o.check_target(Target::Cpu(0)), Err(PathError::StopNeedsTask));
+    assert_eq!(o.check_target(Target::TaskOnCpu { pid: 1, cpu: 0 }), Ok(()));
+    let periodic = Options { period: NonZeroU64::new(3).unwrap(), ..o };
+    assert_eq!(periodic.check_target(Target::SelfTask), Err(PathError::StopWithPeriod));
+    // `modify` options are checked the same way (the target is the server's to check).
+    assert_eq!(Command::parse("modify mem:0x10?stop&period=4"), Err(PathError::StopWithPeriod));
+    assert_eq!(
+        Command::parse("modify mem:0x10?stop"),
+        Ok(Command::Modify { event: MemEvent::parse("mem:0x10").unwrap(), options: Some(o) })
+    );
+}
+
+#[test]
+fn resume_takes_a_decimal_thread_id_or_nothing() {
+    assert_eq!(Command::parse("resume"), Ok(Command::Resume { tid: None }));
+    assert_eq!(Command::parse("resume\n"), Ok(Command::Resume { tid: None }));
+    assert_eq!(Command::parse("resume 42"), Ok(Command::Resume { tid: Some(42) }));
+    assert_eq!(Command::parse("resume 42\n"), Ok(Command::Resume { tid: Some(42) }));
+    // Well-formed however large: names no thread (hwbpd answers ESRCH).
+    assert_eq!(Command::parse("resume 99999999999999999999"), Ok(Command::Resume { tid: Some(u64::MAX) }));
+    for bad in ["resume abc", "resume -1", "resume 0x10", "resume ", "resume 1 2", "resume 1 ", "resume  1", "resume +1"] {
+        assert_eq!(Command::parse(bad), Err(PathError::BadThreadId), "{bad:?}");
+    }
+    assert_eq!(Command::parse("resumes"), Err(PathError::UnknownCommand("resumes".into())));
+    assert_eq!(Command::parse("resume 1").unwrap().to_string(), "resume 1");
+    assert_eq!(Command::Resume { tid: None }.to_string(), "resume");
 }

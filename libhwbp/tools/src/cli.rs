@@ -227,10 +227,22 @@ pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) 
     Ok((recs, h.read_count().map_err(|e| e.to_string())?))
 }
 
-/// One line per hit record, like `perf script`.
+/// One line per hit record, like `perf script`: `pid P tid T cpu C ...
+/// bp ID`, then ` kernel` for a kernel-mode hit and ` stopped` when the
+/// breakpoint stopped the thread (option `stop`).
 pub fn format_record(r: &EventRecord) -> String {
     let access = r.access_kind().map_or("?", |a| a.as_str());
-    format!("pid {:>6} cpu {:>3} {:>14} ns  hit {:>8}  ip {:#018x}  addr {:#x}:{access}  bp {}", r.pid, r.cpu, r.timestamp_ns, r.hit, r.ip, r.addr, r.id)
+    let mut line = format!(
+        "pid {:>6} tid {:>6} cpu {:>3} {:>14} ns  hit {:>8}  ip {:#018x}  addr {:#x}:{access}  bp {}",
+        r.pid, r.tid, r.cpu, r.timestamp_ns, r.hit, r.ip, r.addr, r.id
+    );
+    if r.is_kernel_mode() {
+        line.push_str(" kernel");
+    }
+    if r.is_stopped() {
+        line.push_str(" stopped");
+    }
+    line
 }
 
 /// The record path from the arguments.

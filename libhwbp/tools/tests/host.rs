@@ -210,7 +210,19 @@ fn record_prints_one_line_per_hit() {
     let hits: Vec<_> = out.lines().filter(|l| l.starts_with("pid")).collect();
     assert_eq!(hits.len(), 5, "{out}");
     assert!(hits[0].contains("addr 0x7000:w") && hits[0].contains("hit        1"), "{}", hits[0]);
+    assert!(hits[0].split_whitespace().nth(2) == Some("tid") && !hits[0].ends_with(" stopped"), "{}", hits[0]);
     assert!(out.contains("# 5 records, 5 hits, 0 lost"), "{out}");
+}
+
+#[test]
+fn a_record_line_names_the_thread_and_marks_a_stop() {
+    let r = libhwbp::abi::EventRecord { pid: 100, tid: 7, addr: 0x7000, access: 1, hit: 3, flags: libhwbp::abi::EVENT_STOPPED, ..Default::default() };
+    let line = cli::format_record(&r);
+    let words: Vec<_> = line.split_whitespace().collect();
+    assert_eq!(&words[..4], ["pid", "100", "tid", "7"], "{line}");
+    assert!(line.ends_with("bp 0 stopped"), "{line}");
+    let kernel = libhwbp::abi::EventRecord { flags: libhwbp::abi::EVENT_KERNEL_MODE, ..r };
+    assert!(cli::format_record(&kernel).ends_with("bp 0 kernel"), "{}", cli::format_record(&kernel));
 }
 
 #[test]

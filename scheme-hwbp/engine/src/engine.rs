@@ -74,12 +74,15 @@ impl PlanChanges {
     }
 }
 
-/// What makes two pieces the same register: scope and piece; an exclusive
+/// What makes two pieces the same register: scope, piece and whether a hit
+/// stops the thread (a stopping and a counting breakpoint never share:
+/// the register's piece either stops or does not); an exclusive
 /// breakpoint's pieces are never shared (`owner`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct SlotKey {
     scope: Scope,
     piece: Piece,
+    stop: bool,
     owner: Option<BpId>,
 }
 
@@ -989,5 +992,5 @@ impl Engine {
 
 fn slot_keys(req: &Request, pieces: &[Piece], id: BpId) -> Vec<SlotKey> {
     let owner = req.exclusive.then_some(id);
-    pieces.iter().map(|&piece| SlotKey { scope: req.scope, piece, owner }).collect()
+    pieces.iter().map(|&piece| SlotKey { scope: req.scope, piece, stop: req.stop, owner }).collect()
 }

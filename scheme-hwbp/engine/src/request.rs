@@ -72,6 +72,9 @@ pub struct Request {
     pub kernel: bool,
     /// A hit record every `period`-th hit; at least 1.
     pub period: u64,
+    /// A user-mode hit stops the thread that hit (`ContextPiece::stop`).
+    /// Task scopes only: only a thread can be stopped.
+    pub stop: bool,
 }
 
 impl Request {
@@ -88,6 +91,7 @@ impl Request {
             nosplit: false,
             kernel: false,
             period: 1,
+            stop: false,
         }
     }
 }
@@ -111,6 +115,9 @@ pub fn validate(req: &Request) -> Result<Vec<Piece>, EngineError> {
     }
     if req.period == 0 {
         return Err(EngineError::Invalid("period must be at least 1"));
+    }
+    if req.stop && req.scope.pid().is_none() {
+        return Err(EngineError::Invalid("only a task's threads can be stopped: stop needs a task scope"));
     }
     if req.access == Access::Exec {
         if req.len > MAX_EXEC_LEN {

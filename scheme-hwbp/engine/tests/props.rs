@@ -494,7 +494,7 @@ fn wild_request() -> impl Strategy<Value = Request> {
         Just(Scope::AllCpus),
     ];
     let access = prop_oneof![Just(Access::Exec), Just(Access::Write), Just(Access::ReadWrite)];
-    (scope, wild_u64(), wild_u64(), access, any::<[bool; 6]>(), prop_oneof![any::<u64>(), 0..3u64]).prop_map(
+    (scope, wild_u64(), wild_u64(), access, any::<[bool; 7]>(), prop_oneof![any::<u64>(), 0..3u64]).prop_map(
         |(scope, addr, len, access, f, period)| Request {
             scope,
             addr,
@@ -506,6 +506,7 @@ fn wild_request() -> impl Strategy<Value = Request> {
             nosplit: f[3],
             kernel: f[4],
             period,
+            stop: f[6],
         },
     )
 }

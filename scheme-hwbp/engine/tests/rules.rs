@@ -167,6 +167,32 @@ fn identical_pieces_in_different_scopes_do_not_share() {
 }
 
 #[test]
+fn a_stopping_piece_is_marked_in_the_plan_and_never_shares_with_a_counting_one() {
+    let mut e = engine(2);
+    let counting = e.open(&pinned(task(1), 0), 0, 0).unwrap();
+    let stop = e.open(&Request { stop: true, ..pinned(task(1), 0) }, 0, 0).unwrap();
+    let stop_too = e.open(&Request { stop: true, ..pinned(task(1), 0) }, 0, 0).unwrap();
+    let on_cpu = e.open(&Request { stop: true, ..pinned(task_on(1, 1), 1) }, 0, 0).unwrap();
+    e.tick(0);
+    let token = |e: &Engine, id| e.tokens(id).unwrap()[0];
+    let [counting_t, stop_t, stop_too_t, on_cpu_t] = [counting, stop, stop_too, on_cpu].map(|id| token(&e, id));
+    assert_ne!(counting_t, stop_t, "one register stops, the other counts");
+    assert_eq!(stop_t, stop_too_t, "two stopping breakpoints share theirs");
+    let plan = e.context_plan(1).unwrap();
+    let stops: Vec<_> = plan.iter().map(|p| (p.token, p.stop)).collect();
+    assert_eq!(stops, [(counting_t, false), (stop_t, true), (on_cpu_t, true)]);
+    // Only a task's threads can be stopped.
+    for scope in [Scope::Cpu(0), Scope::AllCpus] {
+        assert_eq!(errno(e.open(&Request { stop: true, ..watch(scope, 5) }, 0, 0)), EINVAL);
+    }
+    // A modify that drops `stop` moves to a counting register.
+    e.modify(stop_too, &pinned(task(1), 0), 0).unwrap();
+    e.tick(0);
+    assert_eq!(token(&e, stop_too), counting_t);
+    assert_eq!(e.context_plan(1).unwrap().iter().filter(|p| p.stop).count(), 2);
+}
+
+#[test]
 fn pinned_exclusive_holds_every_slot_of_its_scope() {
     let mut e = engine(2);
     e.open(&Request { exclusive: true, ..pinned(task(1), 0) }, 0, 0).unwrap();

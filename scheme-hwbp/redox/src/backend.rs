@@ -13,7 +13,11 @@
 //!   it, even an empty one, until [`Kernel::release_task`] or its end):
 //!   one write arms every thread of the process, the ones it creates later
 //!   included, before their first instruction; a read gives its exact
-//!   counts. No thread handle, no rescan: the kernel follows the threads.
+//!   counts. No thread handle, no rescan: the kernel follows the threads;
+//! - `resume`, dup'ed at the first [`Kernel::resume`]: each 8-byte
+//!   little-endian write names a thread a hit stopped (its record's
+//!   `context`, flag `HIT_STOPPED`) and runs it again. The kernel resumes
+//!   every thread it stopped when the control handle closes.
 //!
 //! A task's plan ends when the kernel says so on the control stream
 //! (`HIT_EVENT` records, after the task's last hit records): its last counts
@@ -32,7 +36,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use hwbp_kern::abi::{
-    self, CPU_PLAN_SIZE, EVENT_EXIT, EVENT_IDENTITY, HIT_EVENT, HIT_RECORD_SIZE, HitRecord, RAW_PIECE_SIZE,
+    self, CPU_PLAN_SIZE, EVENT_EXIT, EVENT_IDENTITY, HIT_EVENT, HIT_RECORD_SIZE, HIT_STOPPED, HitRecord, RAW_PIECE_SIZE,
 };
 use hwbp_kern::plan::MAX_CONTEXT_PIECES;
 use hwbp_kern::{ContextPlan, CpuId, CpuPlan};
@@ -63,6 +67,9 @@ pub const CPU_COUNTS_OFFSET: usize = CPU_PLAN_SIZE + 24;
 /// Count records read per `read` of a `pid-<pid>` or `cpu-<n>` handle; a
 /// read that fills the buffer is followed by another.
 const COUNT_READ_BATCH: usize = 64;
+/// The control handle's name for resuming stopped threads (ABI.md,
+/// `ControlName::Resume`).
+pub const RESUME_NAME: &str = "resume";
 
 /// Why the backend could not start.
 #[derive(Debug, PartialEq, Eq)]
@@ -110,6 +117,8 @@ pub struct RedoxKernel<S: Sys> {
     read_buf: Vec<u8>,
     /// Last control-read error logged (a persisting one is logged once).
     last_read_errno: Cell<Option<Errno>>,
+    /// `dup(control, "resume")`, opened at the first resume.
+    resume: Option<S::Fd>,
 }
 
 /// A plan write the kernel refused, as a [`KernelError`] (one log line).
@@ -167,6 +176,7 @@ impl<S: Sys> RedoxKernel<S> {
             ends: Vec::new(),
             read_buf: vec![0; HIT_READ_BATCH * HIT_RECORD_SIZE],
             last_read_errno: Cell::new(None),
+            resume: None,
         })
     }
 
@@ -447,6 +457,30 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
         self.sys.monotonic_ns()
     }
 
+    fn resume(&mut self, context: u64) -> Result<(), KernelError> {
+        if self.resume.is_none() {
+            let fd = self.sys.dup(&self.control, RESUME_NAME).map_err(|e| {
+                log::error!("hwbpd: dup(hwbp-control, {RESUME_NAME:?}) failed: errno {e}");
+                KernelError::Refused("the kernel offers no resume handle")
+            })?;
+            self.resume = Some(fd);
+        }
+        let fd = self.resume.as_ref().ok_or(KernelError::Refused("no resume handle"))?;
+        match self.sys.write(fd, &context.to_le_bytes()) {
+            Ok(8) => Ok(()),
+            Ok(n) => {
+                log::error!("hwbpd: resume of thread {context:#x}: the kernel took {n} of 8 bytes");
+                Err(KernelError::Refused("resume write cut short"))
+            }
+            // Not stopped (resumed already, or exited).
+            Err(ESRCH) => Err(KernelError::NotStopped(context)),
+            Err(e) => {
+                log::error!("hwbpd: resume of thread {context:#x} failed: errno {e}");
+                Err(KernelError::Refused("resume refused"))
+            }
+        }
+    }
+
     fn disarm_all(&mut self) {
         // Closing a `pid-<pid>` handle clears the plan of every thread.
         self.tasks.clear();
@@ -454,6 +488,29 @@ impl<S: Sys> Kernel for RedoxKernel<S> {
         for (n, cpu) in self.cpus.iter().enumerate() {
             if let Err(e) = self.sys.write(cpu, &empty) {
                 log::warn!("hwbpd: clearing the plan of cpu {n} failed: errno {e}");
+            }
+        }
+        // Threads stopped by records nobody read: run them now (the kernel
+        // would when the control handle closes; the server may not exit).
+        // Nothing is armed any more, so this ends.
+        loop {
+            let read = match self.sys.read(&self.control, &mut self.read_buf) {
+                Ok(bytes) => bytes / HIT_RECORD_SIZE,
+                Err(_) => 0,
+            };
+            if read == 0 {
+                break;
+            }
+            let stopped: Vec<u64> = self
+                .read_buf
+                .chunks_exact(HIT_RECORD_SIZE)
+                .take(read)
+                .filter_map(|c| <&[u8; HIT_RECORD_SIZE]>::try_from(c).ok().map(HitRecord::from_bytes))
+                .filter(|h| h.flags & HIT_STOPPED != 0 && h.flags & HIT_EVENT == 0)
+                .map(|h| h.context)
+                .collect();
+            for context in stopped {
+                let _ = self.resume(context);
             }
         }
     }
@@ -491,6 +548,8 @@ mod tests {
         /// A `pid-<pid>` handle; its plan is `Model::plans[handle id]`.
         Pid { control: usize },
         Listing { text: Vec<u8>, at: usize },
+        /// `resume` (ABI: `ControlName::Resume`).
+        Resume { control: usize },
     }
 
     struct Ctx {
@@ -536,6 +595,8 @@ mod tests {
         /// Calls the backend made (any kind).
         calls: usize,
         now_ns: u64,
+        /// Contexts a hit stopped (their records carry `HIT_STOPPED`).
+        stopped: std::collections::BTreeSet<u64>,
     }
 
     impl Model {
@@ -623,6 +684,20 @@ mod tests {
             }
         }
 
+        /// Thread `ctx` hits the stopping piece `token`: counted, recorded
+        /// with `HIT_STOPPED`, and stopped (only if the record is queued,
+        /// as the kernel does).
+        fn stop_hit(&mut self, ctx: u32, token: u64) {
+            self.hit(ctx, token, 1);
+            if let Some(last) = self.hits.back_mut()
+                && last.token == token
+                && last.context & 0xffff_ffff == u64::from(ctx)
+            {
+                last.flags |= HIT_STOPPED;
+                self.stopped.insert(last.context);
+            }
+        }
+
         fn pid_handles(&self) -> usize {
             self.handles.values().filter(|k| matches!(k, Kind::Pid { .. })).count()
         }
@@ -672,6 +747,8 @@ mod tests {
                 Some(Kind::Control) if m.control == Some(self.id) => {
                     m.control = None;
                     m.plans.clear();
+                    // Every thread it stopped runs again.
+                    m.stopped.clear();
                     for p in &mut m.cpu_plans {
                         p.fill(0);
                     }
@@ -735,6 +812,11 @@ mod tests {
                 drop(m);
                 return Ok(self.fd(id));
             }
+            if name == RESUME_NAME {
+                let id = m.insert(Kind::Resume { control: fd.id });
+                drop(m);
+                return Ok(self.fd(id));
+            }
             let n = number("cpu-").ok_or(ENOENT)? as usize;
             if n >= m.cpu_plans.len() {
                 return Err(ESRCH);
@@ -749,6 +831,7 @@ mod tests {
             let m = &mut *m;
             m.calls += 1;
             match m.handles.get_mut(&fd.id).ok_or(EINVAL)? {
+                Kind::Resume { .. } => Err(EINVAL),
                 Kind::Listing { text, at } => {
                     let rest = &text[*at..];
                     let n = rest.len().min(buf.len());
@@ -822,6 +905,13 @@ mod tests {
                     decode_cpu_plan(buf).map_err(|_| EINVAL)?;
                     m.cpu_plans[c] = buf.to_vec();
                     Ok(buf.len())
+                }
+                Kind::Resume { control } => {
+                    if m.control != Some(control) {
+                        return Err(EPERM);
+                    }
+                    let context = u64::from_le_bytes(buf.try_into().map_err(|_| EINVAL)?);
+                    if m.stopped.remove(&context) { Ok(8) } else { Err(ESRCH) }
                 }
                 _ => Err(EINVAL),
             }
@@ -988,6 +1078,46 @@ mod tests {
         k.set_task_plan(8, &watch(0x1000, Len::Four, Access::Write)).unwrap();
         k.release_task(8);
         assert_eq!(model.borrow().pid_handles(), 0);
+    }
+
+    #[test]
+    fn a_stopped_thread_is_resumed_by_an_8_byte_write_to_one_resume_handle() {
+        let model = Model::new(1);
+        let threads = model.borrow_mut().spawn(7, 0, 2);
+        let mut k = kernel(&model);
+        let mut plan = ContextPlan::EMPTY;
+        let piece = Piece::new(0x1000, Len::Eight, Access::Write).unwrap();
+        plan.push(ContextPiece { piece, token: 0x1000, cpu: CpuFilter::Any, stop: true }).unwrap();
+        k.set_task_plan(7, &plan).unwrap();
+        assert!(model.borrow().plan_of(threads[0]).iter().all(|p| p.stop), "PIECE_STOP reached the kernel");
+        model.borrow_mut().stop_hit(threads[0], 0x1000);
+        model.borrow_mut().stop_hit(threads[1], 0x1000);
+        let hits = drain(&mut k);
+        assert!(hits.iter().all(|h| h.flags & HIT_STOPPED != 0));
+        assert_eq!(k.resume(hits[0].context), Ok(()));
+        assert_eq!(k.resume(hits[0].context), Err(KernelError::NotStopped(hits[0].context)), "not stopped any more");
+        assert_eq!(k.resume(hits[1].context), Ok(()));
+        assert!(model.borrow().stopped.is_empty());
+        assert_eq!(model.borrow().dups.iter().filter(|d| *d == RESUME_NAME).count(), 1, "one handle for every resume");
+    }
+
+    #[test]
+    fn disarm_all_resumes_the_threads_of_records_nobody_read() {
+        let model = Model::new(1);
+        let t = model.borrow_mut().spawn(7, 0, 1)[0];
+        let mut k = kernel(&model);
+        let mut plan = ContextPlan::EMPTY;
+        let piece = Piece::new(0x1000, Len::Eight, Access::Write).unwrap();
+        plan.push(ContextPiece { piece, token: 0x1000, cpu: CpuFilter::Any, stop: true }).unwrap();
+        k.set_task_plan(7, &plan).unwrap();
+        model.borrow_mut().stop_hit(t, 0x1000);
+        assert_eq!(model.borrow().stopped.len(), 1);
+        k.disarm_all();
+        assert!(model.borrow().stopped.is_empty(), "resumed before the control handle closes");
+        k.set_task_plan(7, &plan).unwrap();
+        model.borrow_mut().stop_hit(t, 0x1000);
+        drop(k);
+        assert!(model.borrow().stopped.is_empty(), "the kernel resumes the rest when the control handle closes");
     }
 
     #[test]

@@ -111,6 +111,27 @@ pub struct Step {
     pub fault: u8,
     /// B bits of the #DB trap raised after it (0: none).
     pub trap: u8,
+    /// The handler stopped the thread: after a fault, before the
+    /// instruction ran (it runs when the thread is resumed and executes it
+    /// again, RF suppressing a second fault); after a trap, with the access
+    /// done.
+    pub stopped: bool,
+}
+
+/// What the #DB handler did with the interrupted frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// It set RFLAGS.RF (an exec hit).
+    pub resume_flag: bool,
+    /// It stopped the thread: the instruction stream goes no further.
+    pub stop: bool,
+}
+
+impl From<bool> for Handled {
+    /// A handler that only says whether it set RF.
+    fn from(resume_flag: bool) -> Self {
+        Handled { resume_flag, stop: false }
+    }
 }
 
 /// A CPU's execution state as far as breakpoints care: RFLAGS.RF.
@@ -133,18 +154,21 @@ impl ExecState {
     /// Run one instruction that makes `access`, delivering each #DB to
     /// `deliver` with DR6 already set (B bits OR-ed in: the processor never
     /// clears them). `deliver` plays the exception handler: it returns
-    /// whether the handler set RF in the interrupted frame.
+    /// whether the handler set RF in the interrupted frame, and whether it
+    /// stopped the thread ([`Handled`]; a `bool` means RF only).
     ///
     /// An exec fault is delivered, then the instruction is restarted; with
     /// RF set the restart does not fault again, so one execution yields one
     /// hit. If the handler does not set RF the restart faults again; the
     /// model stops after a bounded number of such restarts, as a real CPU
-    /// would loop forever.
-    pub fn run(
+    /// would loop forever. A handler that stops the thread at a fault ends
+    /// the step there: the instruction has not run, RF stays as the handler
+    /// left it, and running the same instruction again completes it.
+    pub fn run<H: Into<Handled>>(
         &mut self,
         regs: &mut RegisterFile,
         access: &MemAccess,
-        mut deliver: impl FnMut(&mut RegisterFile, Phase) -> bool,
+        mut deliver: impl FnMut(&mut RegisterFile, Phase) -> H,
     ) -> Step {
         const MAX_RESTARTS: usize = 3;
         let mut step = Step::default();
@@ -159,7 +183,12 @@ impl ExecState {
                 }
                 step.fault |= bits;
                 regs.dr6 |= u64::from(bits);
-                self.resume_flag = deliver(regs, Phase::Fault);
+                let handled = deliver(regs, Phase::Fault).into();
+                self.resume_flag = handled.resume_flag;
+                if handled.stop {
+                    step.stopped = true;
+                    return step;
+                }
             }
         }
         // The instruction completes: RF clears, then data traps fire.
@@ -169,7 +198,7 @@ impl ExecState {
             if bits != 0 {
                 step.trap = bits;
                 regs.dr6 |= u64::from(bits);
-                deliver(regs, Phase::Trap);
+                step.stopped = deliver(regs, Phase::Trap).into().stop;
             }
         }
         step
@@ -286,6 +315,34 @@ mod tests {
             assert_eq!(r.dr6 & 0xf, 0b1001);
             false
         });
-        assert_eq!(step, Step { fault: 0, trap: 0b1001 });
+        assert_eq!(step, Step { fault: 0, trap: 0b1001, stopped: false });
+    }
+
+    #[test]
+    fn a_stop_at_an_exec_fault_leaves_the_instruction_to_run_once_on_resume() {
+        let mut regs = armed(0, 0x3000, Len::One, Access::Exec);
+        let mut cpu = ExecState::default();
+        let mut delivered = 0;
+        let step = cpu.run(&mut regs, &MemAccess::exec(0x3000), |_, _| {
+            delivered += 1;
+            Handled { resume_flag: true, stop: true }
+        });
+        assert_eq!(step, Step { fault: 1, trap: 0, stopped: true });
+        assert!(cpu.resume_flag, "the instruction has not run: RF is still set in the frame");
+        // Resumed: the same instruction runs without faulting again.
+        let step = cpu.run(&mut regs, &MemAccess::exec(0x3000), |_, _| Handled::default());
+        assert_eq!((step, delivered), (Step::default(), 1));
+        assert!(!cpu.resume_flag);
+    }
+
+    #[test]
+    fn a_stop_at_a_data_trap_comes_after_the_access() {
+        let mut regs = armed(1, 0x4000, Len::Eight, Access::Write);
+        let mut cpu = ExecState::default();
+        let step = cpu.run(&mut regs, &MemAccess::write(0x4000, 8), |_, phase| {
+            assert_eq!(phase, Phase::Trap);
+            Handled { resume_flag: false, stop: true }
+        });
+        assert_eq!(step, Step { fault: 0, trap: 0b10, stopped: true });
     }
 }

@@ -12,6 +12,15 @@
 //!   [`dr_model`] decides from the raw registers which slots fire, sets DR6
 //!   and calls the real `CpuDebugState::handle_debug_exception`, so hits
 //!   reach `hwbpd` through the same path as on Redox;
+//! - stops (contract 7): a user-mode hit on a stopping piece
+//!   (`ContextPiece::stop`) whose records all fit in the ring stops the
+//!   thread, as the patch does — the real handler decides
+//!   (`DebugVerdict::stop`); the thread leaves its CPU, [`SimKernel::run`]
+//!   on it is [`SimError::Stopped`] and no switch picks it, until
+//!   [`Kernel::resume`] (or [`Kernel::disarm_all`], the server's death). A
+//!   data hit stops after the access; an exec hit before the instruction,
+//!   with RF set in its frame, so running that instruction again after the
+//!   resume completes it without a second hit;
 //! - exact hit counts per piece token, kept apart from the records: the
 //!   #DB path adds one for every slot that fired, whether or not the ring
 //!   had room for its record (as the patch's per-CPU counters do), so a
@@ -38,7 +47,7 @@ use hwbp_kern::regs::RegisterFile;
 use hwbp_kern::{ContextPlan, CpuDebugState, CpuId, CpuPlan, HitRing, Slot, Token, TrapInfo};
 
 use crate::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, TaskInfo, Uid};
-use dr_model::{ExecState, MemAccess, Phase, Step};
+use dr_model::{ExecState, Handled, MemAccess, Phase, Step};
 
 pub use dr_model::AccessKind;
 
@@ -74,6 +83,8 @@ pub enum SimError {
     NotRunning(Tid),
     /// The thread's task exited.
     Exited(Tid),
+    /// A hit stopped the thread: it runs again once resumed.
+    Stopped(Tid),
 }
 
 impl fmt::Display for SimError {
@@ -114,6 +125,8 @@ struct SimThread {
     cpu: Option<CpuId>,
     exec: ExecState,
     pc: u64,
+    /// A hit stopped it ([`Kernel::resume`] runs it again).
+    stopped: bool,
 }
 
 /// The simulated machine. See the module docs.
@@ -189,7 +202,7 @@ impl SimKernel {
         let tid = self.next_tid;
         self.next_tid += 1;
         let pc = FIRST_PC + tid * 0x1000;
-        self.threads.insert(tid, SimThread { pid, cpu: None, exec: ExecState::default(), pc });
+        self.threads.insert(tid, SimThread { pid, cpu: None, exec: ExecState::default(), pc, stopped: false });
         if let Some(task) = self.tasks.get_mut(&pid) {
             task.threads.push(tid);
         }
@@ -207,7 +220,8 @@ impl SimKernel {
     }
 
     /// Context switch on `cpu` to `next` (None: idle). A thread running
-    /// on another CPU is switched out there first.
+    /// on another CPU is switched out there first. A stopped thread cannot
+    /// be picked ([`SimError::Stopped`]).
     pub fn switch(&mut self, cpu: CpuId, next: Option<Tid>) -> Result<(), SimError> {
         if cpu as usize >= self.cpus.len() {
             return Err(SimError::NoSuchCpu(cpu));
@@ -216,6 +230,9 @@ impl SimKernel {
             let thread = self.threads.get(&tid).ok_or(SimError::NoSuchThread(tid))?;
             if !self.tasks.get(&thread.pid).is_some_and(|t| t.alive) {
                 return Err(SimError::Exited(tid));
+            }
+            if thread.stopped {
+                return Err(SimError::Stopped(tid));
             }
             if let Some(other) = thread.cpu.filter(|&c| c != cpu) {
                 self.switch(other, None)?;
@@ -253,8 +270,26 @@ impl SimKernel {
         self.cpus.get(cpu as usize).and_then(|c| c.running)
     }
 
+    /// Whether a hit stopped `tid` (and it was not resumed since).
+    pub fn is_stopped(&self, tid: Tid) -> bool {
+        self.threads.get(&tid).is_some_and(|t| t.stopped)
+    }
+
+    /// Every stopped thread, in tid order.
+    pub fn stopped_threads(&self) -> Vec<Tid> {
+        let mut v: Vec<Tid> = self.threads.iter().filter(|(_, t)| t.stopped).map(|(&tid, _)| tid).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The `HitRecord::context` the kernel gives thread `tid`'s hits.
+    pub fn context_of(&self, tid: Tid) -> Option<u64> {
+        self.threads.get(&tid).map(|t| hit_context(t.pid, tid))
+    }
+
     /// Thread `tid` runs one user-mode instruction that makes `access`.
-    /// Returns the #DB exceptions the CPU raised.
+    /// Returns the #DB exceptions the CPU raised ([`Step::stopped`]: a hit
+    /// stopped the thread, which left its CPU).
     pub fn run(&mut self, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
         self.run_in_mode(tid, access, true)
     }
@@ -276,6 +311,9 @@ impl SimKernel {
 
     fn run_in_mode(&mut self, tid: Tid, access: MemAccess, user_mode: bool) -> Result<Step, SimError> {
         let thread = self.threads.get_mut(&tid).ok_or(SimError::NoSuchThread(tid))?;
+        if thread.stopped {
+            return Err(SimError::Stopped(tid));
+        }
         let cpu = thread.cpu.ok_or(SimError::NotRunning(tid))?;
         // Exec faults report the instruction itself; data traps the next one.
         let rip = if access.kind == AccessKind::Exec {
@@ -304,10 +342,18 @@ impl SimKernel {
                     *counts.entry(loaded.token).or_insert(0) += 1;
                 }
             }
-            verdict.set_resume_flag
+            // The patch stops the thread before it returns to user mode
+            // when the handler says so (a user-mode hit on a stopping piece
+            // whose records were all queued).
+            Handled { resume_flag: verdict.set_resume_flag, stop: verdict.stop }
         });
         if let Some(t) = self.threads.get_mut(&tid) {
             t.exec = exec;
+            t.stopped = step.stopped;
+        }
+        if step.stopped {
+            // It cannot run: the CPU goes on without it.
+            self.switch(cpu, None)?;
         }
         Ok(step)
     }
@@ -319,6 +365,12 @@ impl SimKernel {
         let task = self.tasks.get_mut(&pid).filter(|t| t.alive).ok_or(SimError::NoSuchTask(pid))?;
         task.alive = false;
         let threads = task.threads.clone();
+        for tid in &threads {
+            // A stopped thread dies too (an exit kills every thread).
+            if let Some(t) = self.threads.get_mut(tid) {
+                t.stopped = false;
+            }
+        }
         for tid in threads {
             if let Some(cpu) = self.threads.get(&tid).and_then(|t| t.cpu) {
                 self.switch(cpu, None)?;
@@ -485,7 +537,24 @@ impl Kernel for SimKernel {
         self.clock_ns
     }
 
+    fn resume(&mut self, context: u64) -> Result<(), KernelError> {
+        let tid = context & CONTEXT_ID_MASK;
+        let alive = |pid: &Pid| self.tasks.get(pid).is_some_and(|t| t.alive);
+        match self.threads.get_mut(&tid) {
+            Some(t) if t.stopped && u64::from(t.pid) == context >> 32 && alive(&t.pid) => {
+                t.stopped = false;
+                Ok(())
+            }
+            _ => Err(KernelError::NotStopped(context)),
+        }
+    }
+
     fn disarm_all(&mut self) {
+        // As the patch does when the control handle closes: every stopped
+        // thread runs again, whatever hwbpd knew of it.
+        for t in self.threads.values_mut() {
+            t.stopped = false;
+        }
         for t in self.tasks.values_mut() {
             t.plan = ContextPlan::EMPTY;
             t.attached = false;
@@ -548,6 +617,88 @@ mod tests {
         sim.switch(1, Some(o)).unwrap();
         assert_eq!(sim.run(o, MemAccess::exec(0x2000)).unwrap().fault, 0, "other tasks are not watched");
         assert_eq!(drain(&mut sim).len(), 2);
+    }
+
+    fn stopping(addr: u64, access: Access, token: u64) -> ContextPlan {
+        let len = if access == Access::Exec { Len::One } else { Len::Eight };
+        ContextPlan::from_pieces([ContextPiece { piece: Piece::new(addr, len, access).unwrap(), token, cpu: CpuFilter::Any, stop: true }])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_data_hit_on_a_stopping_piece_stops_the_thread_after_the_access_until_resumed() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(1000);
+        let tid = sim.main_thread(pid).unwrap();
+        let other = sim.spawn_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &stopping(0x1000, Access::Write, 7)).unwrap();
+        let step = sim.run(tid, MemAccess::write(0x1000, 8)).unwrap();
+        assert_eq!((step.trap, step.stopped), (1, true));
+        assert!(sim.is_stopped(tid));
+        assert_eq!(sim.running(0), None, "it left its CPU");
+        assert_eq!(sim.run(tid, MemAccess::read(0x2000, 4)), Err(SimError::Stopped(tid)));
+        assert_eq!(sim.switch(1, Some(tid)), Err(SimError::Stopped(tid)), "no switch picks it");
+        assert_eq!(sim.run_on(1, tid, MemAccess::read(0x2000, 4)), Err(SimError::Stopped(tid)));
+        // The other thread runs on (and the same hit stops it too).
+        assert!(sim.run_on(1, other, MemAccess::read(0x2000, 4)).is_ok());
+        let hits = drain(&mut sim);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].flags, hwbp_kern::abi::HIT_STOPPED);
+        assert_eq!(sim.context_of(tid), Some(hits[0].context));
+        assert_eq!(sim.resume(hits[0].context), Ok(()));
+        assert!(!sim.is_stopped(tid));
+        assert_eq!(sim.resume(hits[0].context), Err(KernelError::NotStopped(hits[0].context)));
+        assert_eq!(sim.resume(hits[0].context ^ (1 << 40)), Err(KernelError::NotStopped(hits[0].context ^ (1 << 40))), "another pid");
+        assert!(sim.run_on(0, tid, MemAccess::read(0x2000, 4)).is_ok(), "runs again");
+    }
+
+    #[test]
+    fn an_exec_hit_stops_before_the_instruction_which_runs_once_on_resume() {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(1000);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &stopping(0x40_2000, Access::Exec, 9)).unwrap();
+        let step = sim.run(tid, MemAccess::exec(0x40_2000)).unwrap();
+        assert_eq!((step.fault, step.stopped), (1, true));
+        let context = sim.context_of(tid).unwrap();
+        sim.resume(context).unwrap();
+        // The instruction runs now, RF set by the handler: no second hit.
+        let step = sim.run_on(0, tid, MemAccess::exec(0x40_2000)).unwrap();
+        assert_eq!(step, Step::default());
+        assert_eq!(drain(&mut sim).len(), 1);
+        assert_eq!(counts(&mut sim), [PieceCount { token: 9, hits: 1 }]);
+        // The next execution hits and stops again.
+        assert!(sim.run(tid, MemAccess::exec(0x40_2000)).unwrap().stopped);
+    }
+
+    #[test]
+    fn a_kernel_mode_hit_or_a_counting_piece_never_stops() {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(1000);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        sim.set_task_plan(pid, &stopping(0x1000, Access::Write, 7)).unwrap();
+        assert!(!sim.run_kernel(tid, MemAccess::write(0x1000, 8)).unwrap().stopped);
+        sim.set_task_plan(pid, &plan(0x1000, Len::Eight, Access::Write, 8)).unwrap();
+        assert!(!sim.run(tid, MemAccess::write(0x1000, 8)).unwrap().stopped);
+        assert!(sim.stopped_threads().is_empty());
+    }
+
+    #[test]
+    fn disarm_all_resumes_every_stopped_thread_as_the_kernel_does_when_hwbpd_dies() {
+        let mut sim = SimKernel::new(2);
+        let pid = sim.spawn(1000);
+        let t1 = sim.main_thread(pid).unwrap();
+        let t2 = sim.spawn_thread(pid).unwrap();
+        sim.set_task_plan(pid, &stopping(0x1000, Access::Write, 7)).unwrap();
+        sim.run_on(0, t1, MemAccess::write(0x1000, 8)).unwrap();
+        sim.run_on(1, t2, MemAccess::write(0x1000, 8)).unwrap();
+        assert_eq!(sim.stopped_threads(), [t1, t2]);
+        sim.disarm_all();
+        assert!(sim.stopped_threads().is_empty());
+        assert!(sim.run_on(0, t1, MemAccess::write(0x1000, 8)).is_ok());
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn command(s: &mut Scheme, fd: usize, cmd: &str) -> Result<usize, i32> {
 }
 
 pub fn events(s: &mut Scheme, fd: usize) -> usize {
-    match s.dup(fd, b"events", &hwbpd::caller_ctx(1, ROOT, 0)) {
+    match s.dup(fd, libhwbp::abi::EVENTS_DUP_NAME.as_bytes(), &hwbpd::caller_ctx(1, ROOT, 0)) {
         Ok(OpenResult::ThisScheme { number, .. }) => number,
         other => panic!("dup events: {other:?}"),
     }
