@@ -21,6 +21,17 @@
 //! "Could not insert hardware watchpoint N." as it does on Linux.
 //! Length and alignment are hwbpd's business: a range that is not one
 //! aligned 1/2/4/8-byte piece is split into pieces, each taking a register.
+//!
+//! And every breakpoint is opened with `stop` (contract section 7): a hit
+//! stops the thread that hit — after the access for a watchpoint, before
+//! the instruction for a breakpoint — and its record says which thread
+//! and that it is stopped. The thread stays stopped until the stub
+//! resumes it ([`HwPoints::resume_stopped`], when gdb continues or steps)
+//! or closes the breakpoint (gdb's `z`). A target that has its own way to
+//! hold a thread (the simulated task: nothing runs unless the stub runs
+//! it) may let go of hwbp's stop at any time; one that has not (a Redox
+//! process, while ptrace does not work there) must keep the breakpoint
+//! that holds the thread open until it resumes it.
 
 use libhwbp::abi::{Access, EventRecord, Target as HwTarget};
 use libhwbp::{Breakpoint, BreakpointHandle, EventStream, Transport};
@@ -69,6 +80,17 @@ impl Hit {
     pub fn is_exec(&self) -> bool {
         matches!(self.point.kind, PointKind::Hardware | PointKind::Software)
     }
+
+    /// The thread that hit (the kernel's id of the context).
+    pub fn thread(&self) -> u64 {
+        self.record.tid
+    }
+
+    /// Whether the hit stopped the thread (it did, unless the hit could
+    /// not be recorded, or was not a user-mode one).
+    pub fn stopped(&self) -> bool {
+        self.record.is_stopped()
+    }
 }
 
 /// The hardware points of one task.
@@ -109,7 +131,7 @@ impl<T: Transport + Clone> HwPoints<T> {
                 .len(point.len)
                 .access(Access::ReadWrite),
         };
-        Ok(bp.target(self.task).pinned())
+        Ok(bp.target(self.task).pinned().stop())
     }
 
     /// `Z`: open the breakpoint (and its hit stream).
@@ -151,6 +173,15 @@ impl<T: Transport + Clone> HwPoints<T> {
     /// The points inserted now.
     pub fn points(&self) -> impl Iterator<Item = Point> + '_ {
         self.armed.iter().map(|a| a.point)
+    }
+
+    /// Run again every thread a breakpoint of this task stopped (gdb
+    /// resumes the process).
+    pub fn resume_stopped(&mut self) -> Result<(), libhwbp::Error> {
+        for a in &self.armed {
+            a.handle.resume_all()?;
+        }
+        Ok(())
     }
 
     /// Every hit recorded since the last call, in the order of the points
@@ -213,15 +244,15 @@ mod tests {
     fn each_z_type_maps_to_the_x86_condition_gdbserver_uses() {
         assert_eq!(
             path(PointKind::Hardware, 0x40102f, 1).unwrap(),
-            "task/42/mem:0x40102f/8:x?pinned"
+            "task/42/mem:0x40102f/8:x?pinned&stop"
         );
         assert_eq!(
             path(PointKind::Write, 0x404000, 8).unwrap(),
-            "task/42/mem:0x404000/8:w?pinned"
+            "task/42/mem:0x404000/8:w?pinned&stop"
         );
         assert_eq!(
             path(PointKind::Access, 0x404010, 4).unwrap(),
-            "task/42/mem:0x404010/4:rw?pinned"
+            "task/42/mem:0x404010/4:rw?pinned&stop"
         );
         assert_eq!(
             path(PointKind::Read, 0x404008, 8),

@@ -99,9 +99,6 @@ pub struct SimTarget {
     tid: Tid,
     regs: Amd64Regs,
     mem: Memory,
-    /// RFLAGS.RF: the instruction at rip already raised its breakpoint
-    /// fault and the stop was reported; its restart does not fault again.
-    resume_flag: bool,
     life: Life,
 }
 
@@ -149,7 +146,6 @@ impl SimTarget {
             tid,
             regs,
             mem,
-            resume_flag: false,
             life: Life::Running,
         }
     }
@@ -181,10 +177,13 @@ impl SimTarget {
     }
 
     fn run_access(&self, access: MemAccess) -> Result<(), TargetError> {
-        self.hwbp
-            .with_kernel(|k| k.run(self.tid, access))
-            .map(|_| ())
-            .map_err(sim_error)
+        run_on_cpu(&self.hwbp, self.tid, access)
+    }
+
+    /// Whether a hit holds the task's thread stopped in the simulated
+    /// kernel.
+    pub fn thread_stopped(&self) -> bool {
+        self.hwbp.with_kernel(|k| k.is_stopped(self.tid))
     }
 
     /// The first hit hwbpd recorded since the last look, as a stop reason.
@@ -199,14 +198,13 @@ impl SimTarget {
     /// Run one instruction. `Some(stop)` when the task stops.
     fn step_one(&mut self) -> Result<Option<Stop>, TargetError> {
         let rip = self.regs.rip;
-        if !std::mem::take(&mut self.resume_flag) {
-            // The fetch: an execute breakpoint faults before the
-            // instruction, which then has not run.
-            self.run_access(MemAccess::exec(rip))?;
-            if let Some(reason) = self.hit()? {
-                self.resume_flag = true;
-                return Ok(Some(self.trap(Some(reason))));
-            }
+        // The fetch: an execute breakpoint faults before the instruction,
+        // which then has not run; the kernel stopped the thread with RF
+        // set in its frame, so fetching it again after the resume does
+        // not fault a second time.
+        self.run_access(MemAccess::exec(rip))?;
+        if let Some(reason) = self.hit()? {
+            return Ok(Some(self.trap(Some(reason))));
         }
         let mut bytes = [0u8; MAX_INSN];
         let n = self.mem.read(rip, &mut bytes);
@@ -260,8 +258,15 @@ impl Default for SimTarget {
     }
 }
 
+/// Thread `tid` makes `access` on CPU 0 (switched in first: a thread a
+/// hit stopped left its CPU).
+fn run_on_cpu(hwbp: &InProcess, tid: Tid, access: MemAccess) -> Result<(), TargetError> {
+    hwbp.with_kernel(|k| k.run_on(0, tid, access)).map(|_| ()).map_err(sim_error)
+}
+
 /// The interpreter's memory, reporting each access to the simulated
-/// kernel.
+/// kernel. (Each instruction of the interpreter makes at most one data
+/// access, so a data hit that stops the thread is its last.)
 struct SimBus<'a> {
     mem: &'a mut Memory,
     hwbp: &'a InProcess,
@@ -275,8 +280,8 @@ impl x86::Bus for SimBus<'_> {
             x86::Access::Read { addr, size } => MemAccess::read(addr, size),
             x86::Access::Write { addr, size } => MemAccess::write(addr, size),
         };
-        if let Err(e) = self.hwbp.with_kernel(|k| k.run(self.tid, a)) {
-            self.error.get_or_insert(sim_error(e));
+        if let Err(e) = run_on_cpu(self.hwbp, self.tid, a) {
+            self.error.get_or_insert(e);
         }
     }
 
@@ -314,10 +319,6 @@ impl Target for SimTarget {
 
     fn write_registers(&mut self, _thread: ThreadId, regs: &Amd64Regs) -> Result<(), TargetError> {
         self.live()?;
-        if regs.rip != self.regs.rip {
-            // A new pc: the pending restart is gone.
-            self.resume_flag = false;
-        }
         self.regs = *regs;
         Ok(())
     }
@@ -349,6 +350,12 @@ impl Target for SimTarget {
         self.live()?;
         // Hits recorded while the task was stopped are not news.
         self.hit()?;
+        // gdb lets it run: every thread a hit stopped runs again (the
+        // breakpoints gdb removed resumed theirs when they were closed).
+        self.points.resume_stopped().map_err(|e| TargetError::Other(format!("hwbpd: resume: {e}")))?;
+        if self.thread_stopped() {
+            return Err(TargetError::Other("the thread is still stopped after every breakpoint resumed it".into()));
+        }
         let budget = match how {
             Resume::Step => 1,
             Resume::Continue => MAX_INSTRUCTIONS,
@@ -414,7 +421,11 @@ mod tests {
         let mut v = [0u8; 8];
         t.read_memory(0x404000, &mut v).unwrap();
         assert_eq!(u64::from_le_bytes(v), 5);
-        assert_eq!(t.armed_slots(), 1);
+        assert!(t.thread_stopped(), "hwbp's stop holds the thread in the simulated kernel");
+        assert_eq!(t.armed_slots(), 0, "a stopped thread is off its CPU");
+        assert_eq!(cont(&mut t), stop, "resumed: the next store");
+        t.read_memory(0x404000, &mut v).unwrap();
+        assert_eq!(u64::from_le_bytes(v), 10);
     }
 
     #[test]
