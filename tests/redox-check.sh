@@ -50,6 +50,7 @@ manifests=(
     libhwbp/Cargo.toml     # the client library
     libhwbp/tools/Cargo.toml # `hwbp`, `hwbp-selftest`, `hwbp-target`; server crates are host-only deps (feature `sim`): never built here
     tests/redox-system/Cargo.toml # the system test's init and target
+    libhwbp/gdbstub/Cargo.toml # hwbp-gdbstub: the protocol layers and the hwbp adapter (the simulated task is host-only)
 )
 packages=()
 for m in "${manifests[@]}"; do

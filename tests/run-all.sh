@@ -20,6 +20,7 @@ step bash tests/abi-drift.sh  # no direct redox_syscall call newer than the pinn
 step bash kernel-patch/scripts/check-series.sh  # the kernel patch series carries kernel-patch/hwbp-kern unchanged
 step bash tests/qemu-testbed/run.sh --quiet  # hwbp-kern on QEMU-emulated debug registers (TCG); full log: tests/qemu-testbed/target/test.log
 step bash tests/redox-boot/ci.sh  # initfs packer, PVH loader, real-kernel selftest: host unit tests + bare-metal builds (booting needs a kernel: tests/redox-boot/run.sh KERNEL)
+step bash libhwbp/gdbstub/compare/compare.sh  # the gdb stub: the scripted gdb session on the simulated task vs the same program under gdb and gdbserver on Linux
 step bash tests/linux-compare/run.sh  # Linux perf breakpoint costs in guest instructions (TCG + icount); table in tests/linux-compare/README.md
 
 # cargo's "test result: ok. N passed; M failed" and the testbed's
