@@ -7,12 +7,15 @@
 //! - [`error`]: why a path, event, option or command is refused (EINVAL);
 //! - [`record`]: the count record and the hit record (byte layouts);
 //! - [`command`]: what is written to a breakpoint handle;
+//! - [`list`]: the listing view (`/scheme/hwbp/list`): its open path, its
+//!   text format (producer types and parser);
 //! - [`errno`]: the error numbers and what each means.
 
 pub mod command;
 pub mod errno;
 pub mod error;
 pub mod event;
+pub mod list;
 pub mod path;
 pub mod record;
 
@@ -22,6 +25,10 @@ pub use event::{format_mem_event, parse_mem_event, Access, MemEvent};
 pub use path::{
     strip_scheme_prefix, AdmittedPath, AdmittedPiece, OpenPath, Options, PathError, RingSize, Target,
     DEFAULT_RING, EVENTS_MARK, MAX_RING, SCHEME_PREFIX,
+};
+pub use list::{
+    ListEntry, ListRequest, Listing, ListedPiece, Placement, BpState, CpuSpan, LIST_HANDLES_PER_UID, LIST_NAME,
+    LIST_PAGE_BYTES, LIST_VERSION,
 };
 pub use record::{CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_RECORD_SIZE};
 
