@@ -50,3 +50,5 @@ pub const SLOTS_PER_CPU: usize = 4;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod list_tests;
