@@ -146,7 +146,7 @@ fn hits_kernel_only(hits: u64, batch: usize) -> f64 {
     let tid = sim.main_thread(pid).unwrap();
     sim.switch(0, Some(tid)).unwrap();
     let piece = hwbp_kern::Piece::new(BASE, hwbp_kern::Len::Eight, hwbp_kern::Access::Write).unwrap();
-    let plan = hwbp_kern::ContextPlan::from_pieces([hwbp_kern::ContextPiece { piece, token: 1, cpu: hwbp_kern::CpuFilter::Any }]).unwrap();
+    let plan = hwbp_kern::ContextPlan::from_pieces([hwbp_kern::ContextPiece { piece, token: 1, cpu: hwbp_kern::CpuFilter::Any, stop: false }]).unwrap();
     sim.set_task_plan(pid, &plan).unwrap();
     let mut out = vec![HitRecord::ZERO; batch];
     let mut got = 0u64;

@@ -18,8 +18,11 @@ pub const ACCESS_READ_WRITE: u8 = 0b11;
 
 /// `RawPiece::flags`: the piece applies only on CPU `cpu`.
 pub const PIECE_CPU_LIMITED: u16 = 1 << 0;
+/// `RawPiece::flags`: a user-mode hit on the piece stops the thread that
+/// hit until `hwbpd` resumes it. Context plans only: a CPU plan refuses it.
+pub const PIECE_STOP: u16 = 1 << 1;
 /// Flags a piece may carry; any other bit is refused.
-pub const PIECE_KNOWN_FLAGS: u16 = PIECE_CPU_LIMITED;
+pub const PIECE_KNOWN_FLAGS: u16 = PIECE_CPU_LIMITED | PIECE_STOP;
 
 /// One piece as `hwbpd` writes it.
 ///
@@ -108,7 +111,17 @@ impl RawPiece {
             return Err(DecodeError::UnknownFlags);
         }
         let cpu = if self.flags & PIECE_CPU_LIMITED != 0 { CpuFilter::Only(self.cpu) } else { CpuFilter::Any };
-        Ok(ContextPiece { piece: self.decode_piece()?, token: self.token, cpu })
+        let stop = self.flags & PIECE_STOP != 0;
+        Ok(ContextPiece { piece: self.decode_piece()?, token: self.token, cpu, stop })
+    }
+
+    /// The raw form of a context piece.
+    pub fn encode_context_piece(p: &ContextPiece) -> RawPiece {
+        let mut raw = RawPiece::encode(&p.piece, p.token, p.cpu);
+        if p.stop {
+            raw.flags |= PIECE_STOP;
+        }
+        raw
     }
 
     pub fn encode(piece: &Piece, token: u64, cpu: CpuFilter) -> RawPiece {
@@ -143,7 +156,7 @@ pub fn decode_context_plan(bytes: &[u8]) -> Result<ContextPlan, DecodeError> {
 pub fn encode_context_plan(plan: &ContextPlan, out: &mut [u8]) -> Option<usize> {
     let mut used = 0usize;
     for (p, chunk) in plan.iter().zip(out.chunks_exact_mut(RAW_PIECE_SIZE)) {
-        chunk.copy_from_slice(&RawPiece::encode(&p.piece, p.token, p.cpu).to_bytes());
+        chunk.copy_from_slice(&RawPiece::encode_context_piece(p).to_bytes());
         used = used.checked_add(RAW_PIECE_SIZE)?;
     }
     (used == plan.len().checked_mul(RAW_PIECE_SIZE)?).then_some(used)
@@ -190,6 +203,11 @@ pub const HIT_KERNEL_MODE: u32 = 1 << 0;
 pub const HIT_EXEC: u32 = 1 << 1;
 /// The same #DB also reported a single step (DR6.BS).
 pub const HIT_WITH_SINGLE_STEP: u32 = 1 << 2;
+/// The thread that hit is stopped (its piece carries [`PIECE_STOP`] and the
+/// hit came from user mode): it runs again when `hwbpd` writes `context`
+/// to the control handle's `resume` handle, or when the control handle
+/// closes.
+pub const HIT_STOPPED: u32 = 1 << 3;
 /// Not a hit: an event about a process plan (`pid-<pid>`). `token` is the
 /// kind ([`EVENT_EXIT`], [`EVENT_IDENTITY`]), the pid is the high half of
 /// `context`; the other fields are 0 but `timestamp`.
@@ -313,6 +331,9 @@ pub enum ControlName {
     Threads(u64),
     /// `regs/debug-<id>`
     ContextPlan(u64),
+    /// `resume`: each 8-byte little-endian write names a stopped thread by
+    /// the `context` of its [`HIT_STOPPED`] record, and runs it again.
+    Resume,
 }
 
 /// Why a name is not one of [`ControlName`].
@@ -327,6 +348,9 @@ pub enum ControlNameError {
 
 impl ControlName {
     pub fn parse(name: &[u8]) -> Result<ControlName, ControlNameError> {
+        if name == b"resume" {
+            return Ok(ControlName::Resume);
+        }
         const PREFIXES: [(&[u8], fn(u64) -> ControlName); 4] = [
             (b"cpu-", ControlName::Cpu),
             (b"pid-", ControlName::Process),
@@ -367,7 +391,12 @@ mod tests {
         assert_eq!(RawPiece::from_bytes(&raw.to_bytes()), raw);
         let p = raw.decode_context_piece().unwrap();
         assert_eq!(p.cpu, CpuFilter::Only(3));
+        assert!(!p.stop);
         assert_eq!(RawPiece::encode(&p.piece, p.token, p.cpu), raw);
+        let stopping = RawPiece { flags: PIECE_CPU_LIMITED | PIECE_STOP, ..raw };
+        let p = stopping.decode_context_piece().unwrap();
+        assert!(p.stop);
+        assert_eq!(RawPiece::encode_context_piece(&p), stopping);
     }
 
     #[test]
@@ -383,6 +412,7 @@ mod tests {
         assert_eq!(bad(|r| r.access = 0b10), Err(DecodeError::Piece(PieceError::BadEncoding)));
         assert_eq!(bad(|r| r.addr = 0x1002), Err(DecodeError::Piece(PieceError::Unaligned)));
         assert_eq!(bad(|r| r.flags = 0x80), Err(DecodeError::UnknownFlags));
+        assert_eq!(bad(|r| r.flags = PIECE_STOP).map(|p| p.stop), Ok(true));
         assert_eq!(bad(|r| r.access = ACCESS_EXEC), Err(DecodeError::Piece(PieceError::ExecLength)));
     }
 
@@ -410,6 +440,9 @@ mod tests {
         let bytes = encode_cpu_plan(&plan);
         assert_eq!(decode_cpu_plan(&bytes), Ok(plan));
         assert_eq!(decode_cpu_plan(&bytes[1..]), Err(DecodeError::Length));
+        let mut stopping = bytes;
+        stopping[2 * RAW_PIECE_SIZE + 22] = PIECE_STOP as u8;
+        assert_eq!(decode_cpu_plan(&stopping), Err(DecodeError::UnknownFlags), "only a thread can be stopped");
     }
 
     #[test]
@@ -430,6 +463,8 @@ mod tests {
         assert_eq!(ControlName::parse(b"cpu-1x"), Err(ControlNameError::NoSuchId));
         assert_eq!(ControlName::parse(b"pids-1"), Err(ControlNameError::Unknown));
         assert_eq!(ControlName::parse(b""), Err(ControlNameError::Unknown));
+        assert_eq!(ControlName::parse(b"resume"), Ok(ControlName::Resume));
+        assert_eq!(ControlName::parse(b"resume-1"), Err(ControlNameError::Unknown));
     }
 
     #[test]

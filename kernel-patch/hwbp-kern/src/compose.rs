@@ -33,6 +33,8 @@ pub struct Loaded {
     pub piece: Piece,
     pub token: Token,
     pub origin: Origin,
+    /// A user-mode hit stops the thread ([`crate::plan::ContextPiece::stop`]).
+    pub stop: bool,
 }
 
 /// Register contents for one CPU at one moment.
@@ -50,13 +52,15 @@ pub struct Composition {
     exec: u8,
     /// Occupied slots holding context pieces.
     from_context: u8,
+    /// Occupied slots whose piece stops the thread that hits it.
+    stop: u8,
     dr7: u64,
     refused: u8,
 }
 
 impl Composition {
     pub const EMPTY: Composition =
-        Composition { slots: [None; NUM_SLOTS], used: 0, exec: 0, from_context: 0, dr7: dr7::DISARMED, refused: 0 };
+        Composition { slots: [None; NUM_SLOTS], used: 0, exec: 0, from_context: 0, stop: 0, dr7: dr7::DISARMED, refused: 0 };
 
     fn place(&mut self, slot: Slot, loaded: Loaded) {
         if let Some(s) = self.slots.get_mut(slot.index()) {
@@ -67,6 +71,9 @@ impl Composition {
             }
             if loaded.origin == Origin::Context {
                 self.from_context |= slot.bit();
+            }
+            if loaded.stop {
+                self.stop |= slot.bit();
             }
             self.dr7 |= dr7::encode_slot(slot, &loaded.piece) | dr7::GLOBAL_EXACT;
         }
@@ -100,6 +107,11 @@ impl Composition {
         self.exec
     }
 
+    /// Mask of slots whose piece stops the thread that hits it.
+    pub const fn stop_slots(&self) -> u8 {
+        self.stop
+    }
+
     /// Whether any context piece is loaded.
     pub const fn has_context_pieces(&self) -> bool {
         self.from_context != 0
@@ -119,14 +131,14 @@ impl Composition {
 pub fn compose(cpu: CpuId, cpu_plan: &CpuPlan, context: Option<&ContextPlan>) -> Composition {
     let mut out = Composition::EMPTY;
     for (slot, p) in cpu_plan.iter() {
-        out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Cpu });
+        out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Cpu, stop: false });
     }
     let Some(context) = context else { return out };
     let cpu_used = out.used;
     let mut free = Slot::ALL.into_iter().filter(move |s| cpu_used & s.bit() == 0);
     for p in context.on_cpu(cpu) {
         match free.next() {
-            Some(slot) => out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Context }),
+            Some(slot) => out.place(slot, Loaded { piece: p.piece, token: p.token, origin: Origin::Context, stop: p.stop }),
             None => out.refused = out.refused.saturating_add(1),
         }
     }
@@ -166,7 +178,7 @@ mod tests {
         CpuPiece { piece: piece(addr), token: addr }
     }
     fn ctx_piece(addr: u64, cpu: CpuFilter) -> ContextPiece {
-        ContextPiece { piece: piece(addr), token: addr, cpu }
+        ContextPiece { piece: piece(addr), token: addr, cpu, stop: false }
     }
     fn slot(i: usize) -> Slot {
         Slot::new(i).unwrap()

@@ -200,7 +200,7 @@ mod tests {
         let ctx = ContextPlan::from_pieces([ContextPiece {
             piece: Piece::new(0x200, Len::Eight, Access::Write).unwrap(),
             token: 60,
-            cpu: CpuFilter::Any,
+            cpu: CpuFilter::Any, stop: false,
         }])
         .unwrap();
         let loaded = compose(0, &cpu, Some(&ctx));
@@ -226,7 +226,7 @@ mod tests {
         let plan = ContextPlan::from_pieces([10u64, 20].map(|t| ContextPiece {
             piece: Piece::new(0x1000 * t, Len::Four, Access::Write).unwrap(),
             token: t,
-            cpu: CpuFilter::Any,
+            cpu: CpuFilter::Any, stop: false,
         }))
         .unwrap();
         let counted = CountedPlan::new(plan);

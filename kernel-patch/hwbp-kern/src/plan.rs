@@ -40,6 +40,9 @@ pub struct ContextPiece {
     pub piece: Piece,
     pub token: Token,
     pub cpu: CpuFilter,
+    /// A user-mode hit on this piece stops the thread that hit, until
+    /// `hwbpd` resumes it (a debugger's breakpoint: contract section 7).
+    pub stop: bool,
 }
 
 /// Most pieces one context plan holds. Four apply on any one CPU at most;
@@ -229,7 +232,7 @@ mod tests {
     use crate::piece::{Access, Len};
 
     fn cp(addr: u64, cpu: CpuFilter) -> ContextPiece {
-        ContextPiece { piece: Piece::new(addr, Len::Four, Access::Write).unwrap(), token: addr, cpu }
+        ContextPiece { piece: Piece::new(addr, Len::Four, Access::Write).unwrap(), token: addr, cpu, stop: false }
     }
 
     #[test]

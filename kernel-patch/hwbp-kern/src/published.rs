@@ -23,6 +23,7 @@ pub struct PublishedLoad {
     addr: [AtomicU64; NUM_SLOTS],
     used: AtomicU8,
     exec: AtomicU8,
+    stop: AtomicU8,
     dr7: AtomicU64,
 }
 
@@ -33,6 +34,7 @@ impl PublishedLoad {
             addr: [const { AtomicU64::new(0) }; NUM_SLOTS],
             used: AtomicU8::new(0),
             exec: AtomicU8::new(0),
+            stop: AtomicU8::new(0),
             dr7: AtomicU64::new(0),
         }
     }
@@ -49,6 +51,7 @@ impl PublishedLoad {
         }
         self.dr7.store(loaded.dr7(), Ordering::Relaxed);
         self.exec.store(loaded.exec_slots(), Ordering::Release);
+        self.stop.store(loaded.stop_slots(), Ordering::Release);
         self.used.store(loaded.used_slots(), Ordering::Release);
     }
 }
@@ -68,6 +71,10 @@ impl LoadedView for PublishedLoad {
 
     fn exec_slots(&self) -> u8 {
         self.exec.load(Ordering::Acquire)
+    }
+
+    fn stop_slots(&self) -> u8 {
+        self.stop.load(Ordering::Acquire)
     }
 
     fn piece_in(&self, slot: Slot) -> Option<(Token, u64)> {

@@ -189,7 +189,7 @@ impl CpuDebugState {
             return false;
         }
         let mut loaded = self.loaded.iter().filter(|(_, l)| l.origin == Origin::Context).map(|(_, l)| l);
-        let same = plan.on_cpu(self.cpu).all(|p| loaded.next().is_some_and(|l| l.piece == p.piece && l.token == p.token));
+        let same = plan.on_cpu(self.cpu).all(|p| loaded.next().is_some_and(|l| l.piece == p.piece && l.token == p.token && l.stop == p.stop));
         same && loaded.next().is_none()
     }
 
@@ -258,7 +258,7 @@ mod tests {
         ContextPlan::from_pieces(addrs.iter().map(|&a| ContextPiece {
             piece: Piece::new(a, Len::Eight, Access::Write).unwrap(),
             token: a,
-            cpu: CpuFilter::Any,
+            cpu: CpuFilter::Any, stop: false,
         }))
         .unwrap()
     }
@@ -432,7 +432,7 @@ mod tests {
         // Changing a plan in place renews its stamp.
         let mut grown = rebuilt;
         grown
-            .push(ContextPiece { piece: Piece::new(0x3000, Len::One, Access::Write).unwrap(), token: 3, cpu: CpuFilter::Any })
+            .push(ContextPiece { piece: Piece::new(0x3000, Len::One, Access::Write).unwrap(), token: 3, cpu: CpuFilter::Any, stop: false })
             .unwrap();
         cpu.switch_to(&mut regs, Some(&grown));
         assert_eq!(cpu.loaded().used_slots(), 0b1111);

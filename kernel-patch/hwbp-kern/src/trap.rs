@@ -12,7 +12,7 @@
 //!   watched user buffer): the hit is recorded, nothing is killed;
 //! - otherwise keeps its old behaviour for a #DB nobody claimed.
 
-use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_WITH_SINGLE_STEP, HitRecord};
+use crate::abi::{HIT_EXEC, HIT_KERNEL_MODE, HIT_STOPPED, HIT_WITH_SINGLE_STEP, HitRecord};
 use crate::counts::SlotHits;
 use crate::dr6::{self, Dr6Status};
 use crate::compose::Composition;
@@ -51,6 +51,10 @@ pub struct DebugVerdict {
     pub single_step: bool,
     /// DR6.BD or BT: causes this crate does not own.
     pub other: bool,
+    /// A user-mode hit on a stopping piece: the kernel stops the current
+    /// thread before it returns to user mode (its records carry
+    /// [`HIT_STOPPED`]), until `hwbpd` resumes it.
+    pub stop: bool,
 }
 
 impl DebugVerdict {
@@ -75,6 +79,8 @@ impl DebugVerdict {
 pub trait LoadedView {
     fn used_slots(&self) -> u8;
     fn exec_slots(&self) -> u8;
+    /// Slots whose piece stops the thread that hits it.
+    fn stop_slots(&self) -> u8;
     /// Token and address of the piece loaded in `slot`.
     fn piece_in(&self, slot: Slot) -> Option<(Token, u64)>;
 }
@@ -85,6 +91,9 @@ impl LoadedView for Composition {
     }
     fn exec_slots(&self) -> u8 {
         Composition::exec_slots(self)
+    }
+    fn stop_slots(&self) -> u8 {
+        Composition::stop_slots(self)
     }
     fn piece_in(&self, slot: Slot) -> Option<(Token, u64)> {
         self.slot(slot).map(|l| (l.token, l.piece.addr()))
@@ -110,13 +119,23 @@ pub unsafe fn handle_debug_exception_in<V: LoadedView + ?Sized, R: DebugRegs, co
     let used = loaded.used_slots();
     let exec = loaded.exec_slots();
     let ours = Dr6Status::decode(raw).slots & used;
+    // Only user code is stopped: a kernel-mode access (a syscall copying a
+    // watched buffer) cannot be parked half-way, so it is recorded only.
+    let mut stopping = if info.user_mode { ours & loaded.stop_slots() } else { 0 };
+    // A stopped thread runs again only when hwbpd, told by its record,
+    // resumes it: without room for every record of this #DB, stopping
+    // could leave it stopped with nobody knowing. The consumer only frees
+    // room, so what this producer sees free stays free.
+    if stopping != 0 && ring.capacity().saturating_sub(ring.len()) < ours.count_ones() as usize {
+        stopping = 0;
+    }
     let mut fired = ours;
     while let Some(slot) = Slot::new(fired.trailing_zeros() as usize) {
         fired &= !slot.bit();
         hits.record(slot);
     }
     // SAFETY: single producer on `ring`, from this function's contract.
-    let dropped = if ours == 0 { 0 } else { unsafe { record_hits(loaded, cpu, ours, exec, raw, ring, info) } };
+    let dropped = if ours == 0 { 0 } else { unsafe { record_hits(loaded, cpu, ours, exec, stopping, raw, ring, info) } };
     // The processor never clears B0-B3 or BS itself.
     regs.write_dr6(dr6::CLEAR);
 
@@ -128,6 +147,7 @@ pub unsafe fn handle_debug_exception_in<V: LoadedView + ?Sized, R: DebugRegs, co
         set_resume_flag: ours & exec != 0,
         single_step: status.single_step,
         other: status.debug_register_access || status.task_switch,
+        stop: stopping != 0,
     }
 }
 
@@ -142,6 +162,7 @@ unsafe fn record_hits<V: LoadedView + ?Sized, const N: usize>(
     cpu: CpuId,
     fired: u8,
     exec: u8,
+    stopping: u8,
     dr6: u64,
     ring: &HitRing<N>,
     info: &TrapInfo,
@@ -163,7 +184,9 @@ unsafe fn record_hits<V: LoadedView + ?Sized, const N: usize>(
             context: info.context,
             timestamp: info.timestamp,
             cpu,
-            flags: flags | if exec & slot.bit() != 0 { HIT_EXEC } else { 0 },
+            flags: flags
+                | if exec & slot.bit() != 0 { HIT_EXEC } else { 0 }
+                | if stopping != 0 { HIT_STOPPED } else { 0 },
         };
         // SAFETY: single producer, from this function's contract.
         if !unsafe { ring.push(record) } {
@@ -233,7 +256,7 @@ mod tests {
         let plan = ContextPlan::from_pieces([ContextPiece {
             piece: Piece::new(0x1000, Len::Eight, Access::Write).unwrap(),
             token: 10,
-            cpu: CpuFilter::Any,
+            cpu: CpuFilter::Any, stop: false,
         }])
         .unwrap();
         cpu.switch_to(&mut regs, Some(&plan));
@@ -255,6 +278,99 @@ mod tests {
         assert_eq!(regs.dr6, dr6::CLEAR);
         let hits = drain(&ring);
         assert_eq!(hits, vec![HitRecord { token: 10, rip: 0x4000, addr: 0x1000, context: 7, timestamp: 99, cpu: 1, flags: 0 }]);
+    }
+
+    /// A context plan with one stopping write watch (token 20) beside the
+    /// non-stopping one of [`armed`].
+    fn armed_with_stop() -> (CpuDebugState, RegisterFile) {
+        let mut cpu = CpuDebugState::new(1);
+        let mut regs = RegisterFile::RESET;
+        let piece = |addr, token, stop| ContextPiece {
+            piece: Piece::new(addr, Len::Eight, Access::Write).unwrap(),
+            token,
+            cpu: CpuFilter::Any,
+            stop,
+        };
+        let plan = ContextPlan::from_pieces([piece(0x1000, 10, false), piece(0x2000, 20, true)]).unwrap();
+        cpu.switch_to(&mut regs, Some(&plan));
+        (cpu, regs)
+    }
+
+    #[test]
+    fn a_user_hit_on_a_stopping_piece_stops_the_thread() {
+        let (cpu, mut regs) = armed_with_stop();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.stop && v.handled());
+        assert_eq!(drain(&ring)[0].flags, HIT_STOPPED);
+
+        regs.dr6 = dr6::CLEAR | 0b0001;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "the other piece does not stop");
+        assert_eq!(drain(&ring)[0].flags, 0);
+
+        // Both fire in one #DB: the thread stops, and both records say so.
+        regs.dr6 = dr6::CLEAR | 0b0011;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.stop);
+        assert!(drain(&ring).iter().all(|r| r.flags == HIT_STOPPED));
+    }
+
+    #[test]
+    fn a_stop_whose_record_cannot_be_queued_does_not_stop() {
+        let (cpu, mut regs) = armed_with_stop();
+        let ring = HitRing::<2>::new();
+        let filler = HitRecord { token: 1, ..HitRecord::ZERO };
+        assert!(unsafe { ring.push(filler) });
+        regs.dr6 = dr6::CLEAR | 0b0011;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "two records, room for one: nobody would hear of the stop");
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "a full ring");
+        assert_eq!(v.dropped, 0b0010);
+        let _ = drain(&ring);
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(!v.stop, "DR6 was cleared: nothing fired");
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &USER) };
+        assert!(v.stop, "room again");
+    }
+
+    #[test]
+    fn a_kernel_mode_hit_on_a_stopping_piece_is_only_recorded() {
+        let (cpu, mut regs) = armed_with_stop();
+        let ring = HitRing::<8>::new();
+        regs.dr6 = dr6::CLEAR | 0b0010;
+        let kernel = TrapInfo { user_mode: false, ..USER };
+        let v = unsafe { cpu.handle_debug_exception(&mut regs, &ring, &kernel) };
+        assert!(!v.stop && v.handled());
+        assert_eq!(drain(&ring)[0].flags, HIT_KERNEL_MODE);
+    }
+
+    #[test]
+    fn the_published_view_reports_stopping_slots() {
+        let (mut cpu, mut regs) = armed_with_stop();
+        static VIEW: crate::published::PublishedLoad = crate::published::PublishedLoad::new();
+        cpu.publish_to(&VIEW);
+        cpu.reload(&mut regs, None);
+        let ring = HitRing::<8>::new();
+        assert_eq!(VIEW.stop_slots(), 0, "nothing stops once the context is gone");
+        let (mut cpu, mut regs) = armed_with_stop();
+        cpu.publish_to(&VIEW);
+        let plan = ContextPlan::from_pieces([ContextPiece {
+            piece: Piece::new(0x2000, Len::Eight, Access::Write).unwrap(),
+            token: 20,
+            cpu: CpuFilter::Any,
+            stop: true,
+        }])
+        .unwrap();
+        cpu.switch_to(&mut regs, Some(&plan));
+        assert_eq!(VIEW.stop_slots(), 0b0001);
+        regs.dr6 = dr6::CLEAR | 0b0001;
+        let v = unsafe { handle_debug_exception_in(&VIEW, 1, &mut regs, &ring, &SlotHits::new(), &USER) };
+        assert!(v.stop);
     }
 
     #[test]
@@ -353,7 +469,7 @@ mod tests {
         let other = ContextPlan::from_pieces([ContextPiece {
             piece: Piece::new(0x7000, Len::Four, Access::ReadWrite).unwrap(),
             token: 77,
-            cpu: CpuFilter::Any,
+            cpu: CpuFilter::Any, stop: false,
         }])
         .unwrap();
         for step in 0..4 {

@@ -29,7 +29,7 @@ fn context_plan(spec: &[(u8, u8, bool)]) -> ContextPlan {
         let cpu = if here { CpuFilter::Only(CPU) } else { CpuFilter::Only(CPU + 1) };
         let cpu = if token % 2 == 0 { CpuFilter::Any } else { cpu };
         // Plans that would not fit are simply shorter.
-        let _ = plan.push(ContextPiece { piece: piece(p), token: u64::from(token % 4), cpu });
+        let _ = plan.push(ContextPiece { piece: piece(p), token: u64::from(token % 4), cpu, stop: false });
     }
     plan
 }

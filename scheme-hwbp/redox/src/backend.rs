@@ -856,7 +856,7 @@ mod tests {
     fn watch(addr: u64, len: Len, access: Access) -> ContextPlan {
         let mut plan = ContextPlan::EMPTY;
         let piece = Piece::new(addr, len, access).expect("aligned user piece");
-        plan.push(ContextPiece { piece, token: addr, cpu: CpuFilter::Any }).expect("fits");
+        plan.push(ContextPiece { piece, token: addr, cpu: CpuFilter::Any, stop: false }).expect("fits");
         plan
     }
 
@@ -1006,7 +1006,7 @@ mod tests {
         let t = model.borrow_mut().spawn(7, 0, 1)[0];
         let mut k = kernel(&model);
         let mut plan = watch(0x1000, Len::Eight, Access::Write);
-        plan.push(ContextPiece { piece: Piece::new(0x2000, Len::Eight, Access::Write).unwrap(), token: 0x2000, cpu: CpuFilter::Any }).unwrap();
+        plan.push(ContextPiece { piece: Piece::new(0x2000, Len::Eight, Access::Write).unwrap(), token: 0x2000, cpu: CpuFilter::Any, stop: false }).unwrap();
         k.set_task_plan(7, &plan).unwrap();
         model.borrow_mut().ring_room = 256;
         model.borrow_mut().hit(t, 0x1000, 1000);

@@ -503,7 +503,7 @@ mod tests {
     use hwbp_kern::{Access, ContextPiece, CpuFilter, Len, Piece};
 
     fn plan(addr: u64, len: Len, access: Access, token: u64) -> ContextPlan {
-        ContextPlan::from_pieces([ContextPiece { piece: Piece::new(addr, len, access).unwrap(), token, cpu: CpuFilter::Any }])
+        ContextPlan::from_pieces([ContextPiece { piece: Piece::new(addr, len, access).unwrap(), token, cpu: CpuFilter::Any, stop: false }])
             .unwrap()
     }
 

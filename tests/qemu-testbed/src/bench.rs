@@ -39,7 +39,7 @@ fn plan(addrs: &[u64]) -> ContextPlan {
     let mut p = ContextPlan::EMPTY;
     for (i, &addr) in addrs.iter().enumerate() {
         let piece = Piece::new(addr, Len::Eight, Access::Write).expect("aligned bench piece");
-        p.push(ContextPiece { piece, token: i as u64, cpu: CpuFilter::Any }).expect("fits");
+        p.push(ContextPiece { piece, token: i as u64, cpu: CpuFilter::Any, stop: false }).expect("fits");
     }
     p
 }

@@ -108,7 +108,7 @@ fn piece(addr: u64, len: Len, access: Access) -> Piece {
 }
 
 fn ctx_piece(piece: Piece, token: Token) -> ContextPiece {
-    ContextPiece { piece, token, cpu: CpuFilter::Any }
+    ContextPiece { piece, token, cpu: CpuFilter::Any, stop: false }
 }
 
 fn plan<const N: usize>(pieces: [ContextPiece; N]) -> ContextPlan {

@@ -140,7 +140,7 @@ impl Platform for Faulty {
     fn restart_server(&mut self, leaked: Vec<usize>) -> Option<io::Result<()>> {
         let r = self.inner.restart_server(leaked);
         if self.fault == Fault::ArmAfterRestart {
-            let piece = ContextPiece { piece: Piece::new(SCRATCH + 0x800, Len::Eight, KAccess::Write).unwrap(), token: 99, cpu: CpuFilter::Any };
+            let piece = ContextPiece { piece: Piece::new(SCRATCH + 0x800, Len::Eight, KAccess::Write).unwrap(), token: 99, cpu: CpuFilter::Any, stop: false };
             let plan = ContextPlan::from_pieces([piece]).unwrap();
             self.inner.sim().borrow_mut().set_task_plan(self.inner.own_pid() as u32, &plan).unwrap();
         }

@@ -145,7 +145,7 @@ impl Engine {
             match slot.key.scope {
                 Scope::Task { pid, cpu: filter } => {
                     let cpu = filter.map_or(CpuFilter::Any, CpuFilter::Only);
-                    ctx.push((pid, ContextPiece { piece, token: *token, cpu }));
+                    ctx.push((pid, ContextPiece { piece, token: *token, cpu, stop: false }));
                 }
                 Scope::Cpu(c) => {
                     if let Some(v) = cpu.get_mut(c as usize) {
@@ -403,7 +403,7 @@ impl Engine {
             .filter_map(|t| {
                 let slot = self.slots.get(t)?;
                 let Scope::Task { cpu, .. } = slot.key.scope else { return None };
-                Some(ContextPiece { piece: slot.key.piece, token: *t, cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only) })
+                Some(ContextPiece { piece: slot.key.piece, token: *t, cpu: cpu.map_or(CpuFilter::Any, CpuFilter::Only), stop: false })
             })
             .collect();
         self.install_task_plan(pid, &pieces)

@@ -136,6 +136,7 @@ macro_rules! check {
 // After the macros, so `fail!` and `check!` are in scope there.
 mod attacks;
 mod process;
+mod stop;
 mod stream;
 mod thread;
 
@@ -460,6 +461,7 @@ extern "C" fn selftest_main() -> ! {
             thread::group_cpus(&mut t, &s, &mut infra);
             group_errors(&mut t, &s);
             s = thread::group_close(&mut t, s, &mut infra);
+            s = stop::group_stop(&mut t, s, &infra);
             attacks::group_attacks(&mut t, &s);
             process::group_process(&mut t, &s, &infra);
             process::group_counts(&mut t, &s);
@@ -468,7 +470,7 @@ extern "C" fn selftest_main() -> ! {
             drop(s);
         }
         None => {
-            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "attacks", "process", "stream"] {
+            for g in ["matrix", "contexts", "per-CPU", "errors", "closing", "stop", "attacks", "process", "stream"] {
                 check!(&mut t, Err(Line::default()), "{g}: not run, the kernel offers no hwbp handles");
             }
         }

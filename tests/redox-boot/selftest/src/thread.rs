@@ -43,6 +43,19 @@ const CMD_NOP: u32 = 0;
 const CMD_STORE_A: u32 = 1;
 const CMD_STORE_B: u32 = 2;
 const CMD_STORE_C: u32 = 3;
+/// Store to VAR_D (the stop group's variable).
+pub const CMD_STORE_D: u32 = 4;
+/// Call [`stop_target`] (the stop group's exec breakpoint).
+pub const CMD_CALL_TARGET: u32 = 5;
+/// Times [`stop_target`] ran.
+pub static TARGET_CALLS: AtomicU32 = AtomicU32::new(0);
+
+/// A function of its own, for an exec breakpoint on its first instruction.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn stop_target() {
+    TARGET_CALLS.fetch_add(1, Ordering::AcqRel);
+}
 static CMD: AtomicU32 = AtomicU32::new(CMD_NOP);
 static SEQ: AtomicU32 = AtomicU32::new(0);
 static ACK: AtomicU32 = AtomicU32::new(0);
@@ -66,6 +79,8 @@ extern "C" fn thread_main() -> ! {
                     CMD_STORE_A => store(addr_of(&raw mut VAR_A), 8),
                     CMD_STORE_B => store(addr_of(&raw mut VAR_B), 4),
                     CMD_STORE_C => store(addr_of(&raw mut VAR_C), 8),
+                    CMD_STORE_D => store(addr_of(&raw mut crate::VAR_D), 8),
+                    CMD_CALL_TARGET => stop_target(),
                     _ => {}
                 }
             }
@@ -98,12 +113,40 @@ impl Infra {
     }
 }
 
-/// Have the second context run `cmd`; returns when it has.
-fn in_thread(cmd: u32) -> Check {
+/// Hand the second context `cmd` without waiting; returns the sequence
+/// number its acknowledgement will carry.
+pub fn post(cmd: u32) -> u32 {
     CMD.store(cmd, Ordering::Relaxed);
     let seq = SEQ.load(Ordering::Relaxed) + 1;
     SEQ.store(seq, Ordering::Release);
     sys::futex_wake(&SEQ);
+    seq
+}
+
+/// The sequence number of the last command posted.
+pub fn last_seq() -> u32 {
+    SEQ.load(Ordering::Acquire)
+}
+
+/// Whether the second context acknowledged `seq` within `ns`.
+pub fn acked_within(seq: u32, ns: u64) -> bool {
+    let deadline = sys::now_ns() + ns;
+    loop {
+        let ack = ACK.load(Ordering::Acquire);
+        if ack == seq {
+            return true;
+        }
+        let now = sys::now_ns();
+        if now > deadline {
+            return false;
+        }
+        sys::futex_wait(&ACK, ack, (now + WAIT_SLICE_NS).min(deadline));
+    }
+}
+
+/// Have the second context run `cmd`; returns when it has.
+fn in_thread(cmd: u32) -> Check {
+    let seq = post(cmd);
     let deadline = sys::now_ns() + ANSWER_TIMEOUT_NS;
     loop {
         let ack = ACK.load(Ordering::Acquire);
