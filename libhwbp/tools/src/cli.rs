@@ -378,7 +378,8 @@ fn sched(e: &ListEntry) -> String {
 pub fn format_list(l: &Listing) -> String {
     let mut s = String::new();
     let who = if l.header.uid == 0 { "root: every user's".to_string() } else { format!("uid {}: its own", l.header.uid) };
-    let _ = writeln!(s, "{} breakpoints ({who}), {} CPUs, at {} ms", l.entries.len(), l.header.cpus, ms(l.header.now_ns));
+    let n = l.entries.len();
+    let _ = writeln!(s, "{n} breakpoint{} ({who}), {} CPUs, at {} ms", if n == 1 { "" } else { "s" }, l.header.cpus, ms(l.header.now_ns));
     let _ = writeln!(s, "{:>4}  {:>5}  {:<13}  {:<7}  {:<6}  {:>7}  {:<18}  PATH", "ID", "OWNER", "SCHED", "ENABLED", "STATE", "COUNT", "RUNNING/ENABLED ms");
     for e in &l.entries {
         let c = &e.count;
