@@ -17,6 +17,7 @@ use libhwbp::Transport;
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
 use syscall::flag::{F_GETFL, F_SETFL, O_ACCMODE, O_NONBLOCK};
+use syscall::schemev2::NewFdFlags;
 
 use crate::kernel::{Kernel, Pid, Uid};
 use crate::scheme::{HwbpScheme, ROOT_HANDLE};
@@ -33,6 +34,10 @@ pub struct InProcess<K: Kernel = SimKernel> {
     /// Each handle's file status flags, kept here as Redox's kernel keeps
     /// them in the file description (and passed to every read and write).
     flags: Rc<RefCell<HashMap<usize, usize>>>,
+    /// The file offset of each handle the scheme opened positioned (the
+    /// listing), kept and advanced as Redox's kernel does; other handles
+    /// get `u64::MAX`, as the kernel passes them.
+    offsets: Rc<RefCell<HashMap<usize, u64>>>,
 }
 
 fn io_err(e: syscall::error::Error) -> io::Error {
@@ -47,12 +52,12 @@ impl<K: Kernel> InProcess<K> {
 
     /// A connection to an existing shared server.
     pub fn shared(scheme: SharedScheme<K>, pid: Pid, uid: Uid) -> Self {
-        InProcess { scheme, pid, uid, flags: Rc::new(RefCell::new(HashMap::new())) }
+        InProcess { scheme, pid, uid, flags: Rc::default(), offsets: Rc::default() }
     }
 
     /// Another caller of the same server.
     pub fn caller(&self, pid: Pid, uid: Uid) -> Self {
-        InProcess { scheme: self.scheme.clone(), pid, uid, flags: self.flags.clone() }
+        InProcess { scheme: self.scheme.clone(), pid, uid, flags: self.flags.clone(), offsets: self.offsets.clone() }
     }
 
     /// The server, e.g. to run the simulated kernel or a rotation tick.
@@ -73,10 +78,21 @@ impl<K: Kernel> InProcess<K> {
         self.flags.borrow().get(&h).copied().unwrap_or(0) as u32
     }
 
-    fn number(r: OpenResult) -> io::Result<usize> {
+    fn number(r: OpenResult) -> io::Result<(usize, NewFdFlags)> {
         match r {
-            OpenResult::ThisScheme { number, .. } => Ok(number),
+            OpenResult::ThisScheme { number, flags } => Ok((number, flags)),
             other => Err(io::Error::other(format!("unexpected open result {other:?}"))),
+        }
+    }
+
+    /// Move a positioned handle's offset, as `lseek(SEEK_SET)` does.
+    pub fn seek(&self, h: usize, offset: u64) -> io::Result<()> {
+        match self.offsets.borrow_mut().get_mut(&h) {
+            Some(o) => {
+                *o = offset;
+                Ok(())
+            }
+            None => Err(io::Error::from_raw_os_error(syscall::error::ESPIPE)),
         }
     }
 }
@@ -87,24 +103,32 @@ impl<K: Kernel> Transport for InProcess<K> {
     fn open(&self, path: &str, nonblock: bool) -> io::Result<usize> {
         let flags = if nonblock { O_NONBLOCK } else { 0 };
         let r = self.scheme.borrow_mut().openat(ROOT_HANDLE, path, flags, flags as u32, &self.ctx()).map_err(io_err)?;
-        let h = Self::number(r)?;
+        let (h, new_fd) = Self::number(r)?;
         self.flags.borrow_mut().insert(h, flags);
+        if new_fd.contains(NewFdFlags::POSITIONED) {
+            self.offsets.borrow_mut().insert(h, 0);
+        }
         Ok(h)
     }
 
     fn dup(&self, h: usize, name: &str) -> io::Result<usize> {
         let r = self.scheme.borrow_mut().dup(h, name.as_bytes(), &self.ctx()).map_err(io_err)?;
-        Self::number(r)
+        Self::number(r).map(|(h, _)| h)
     }
 
     fn read(&self, h: usize, buf: &mut [u8]) -> io::Result<usize> {
         let flags = self.fcntl_flags(h);
-        self.scheme.borrow_mut().read(h, buf, 0, flags, &self.ctx()).map_err(io_err)
+        let offset = self.offsets.borrow().get(&h).copied();
+        let n = self.scheme.borrow_mut().read(h, buf, offset.unwrap_or(u64::MAX), flags, &self.ctx()).map_err(io_err)?;
+        if let Some(o) = self.offsets.borrow_mut().get_mut(&h) {
+            *o = o.saturating_add(n as u64);
+        }
+        Ok(n)
     }
 
     fn write(&self, h: usize, buf: &[u8]) -> io::Result<usize> {
         let flags = self.fcntl_flags(h);
-        self.scheme.borrow_mut().write(h, buf, 0, flags, &self.ctx()).map_err(io_err)
+        self.scheme.borrow_mut().write(h, buf, u64::MAX, flags, &self.ctx()).map_err(io_err)
     }
 
     fn fpath(&self, h: usize, buf: &mut [u8]) -> io::Result<usize> {
@@ -135,6 +159,7 @@ impl<K: Kernel> Transport for InProcess<K> {
             return Err(io::Error::from_raw_os_error(libhwbp::abi::errno::EBADF));
         }
         self.flags.borrow_mut().remove(&h);
+        self.offsets.borrow_mut().remove(&h);
         self.scheme.borrow_mut().on_close(h);
         Ok(())
     }

@@ -9,6 +9,8 @@
 //!   [`Command`], `fpath` = the admitted path, `fstat`, `dup(fd,
 //!   "events-v2")` (or `"events"` for version-1 records);
 //! - an event stream: `read` = whole [`EventRecord`]s, `fevent`;
+//! - a listing (`list[?from=<id>]`, module `list`): a positioned,
+//!   read-only text snapshot of the breakpoints the caller may see;
 //! - any of them: `fcntl(F_GETFL/F_SETFL)` is agreed to (Redox's kernel
 //!   keeps the flags and passes them to each read as `fcntl_flags`).
 //!
@@ -68,6 +70,9 @@ use crate::stream::{EventRing, RecordVersion};
 use crate::tally::Tally;
 use crate::usage::{OverCap, Usage};
 
+mod list;
+use list::{ListHandle, ListViews};
+
 /// The handle number `scheme_root` returns.
 pub const ROOT_HANDLE: usize = 0;
 
@@ -104,6 +109,7 @@ enum Handle {
     Root,
     Breakpoint(BpId),
     Events { bp: BpId, subscribed: EventFlags, version: RecordVersion },
+    List(ListHandle),
 }
 
 /// What the scheme keeps per breakpoint beside the engine.
@@ -192,6 +198,8 @@ pub struct HwbpScheme<K: Kernel> {
     /// Contexts of the stopped records of the current drain, checked once
     /// every record is routed: a thread no breakpoint holds is resumed.
     stop_checks: Vec<u64>,
+    /// The listing's indexes and per-uid handle counts.
+    views: ListViews,
 }
 
 /// Why an operation failed, before it becomes an errno.
@@ -305,6 +313,7 @@ impl<K: Kernel> HwbpScheme<K> {
             pushed_cpu_len: vec![0; kernel_cpus as usize],
             stopped: FxHashMap::default(),
             stop_checks: Vec::new(),
+            views: ListViews::default(),
         }
     }
 
@@ -929,6 +938,7 @@ impl<K: Kernel> HwbpScheme<K> {
             },
         );
         self.usage.add_breakpoint(ctx.uid);
+        self.views.added(ctx.uid, id);
         // The first breakpoint on a task makes the backend follow it, even
         // if nothing of it is armed yet (disabled, or rotated out).
         let follow = task_of(parsed_target(&self.bps, id)).filter(|pid| {
@@ -1088,6 +1098,7 @@ impl<K: Kernel> HwbpScheme<K> {
     fn forget(&mut self, id: BpId) {
         if let Some(bp) = self.bps.remove(&id) {
             self.usage.remove_breakpoint(bp.owner);
+            self.views.removed(bp.owner, id);
         }
     }
 
@@ -1235,6 +1246,13 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
             Some(_) => return Err(self.refuse(op, refusal(EBADF, format!("handle {fd} is not the scheme root")))),
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {fd}")))),
         }
+        if let Some(req) = libhwbp::abi::ListRequest::parse(path) {
+            // A listing is a file: the kernel keeps its offset.
+            return match req.map_err(|e| refusal(e.errno(), e)).and_then(|req| self.open_list(req, ctx)) {
+                Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::POSITIONED }),
+                Err(r) => Err(self.refuse(op, r)),
+            };
+        }
         match self.open_breakpoint(path, ctx) {
             Ok(number) => Ok(OpenResult::ThisScheme { number, flags: NewFdFlags::empty() }),
             Err(r) => Err(self.refuse(op, r)),
@@ -1263,7 +1281,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         }
     }
 
-    fn read(&mut self, id: usize, buf: &mut [u8], _offset: u64, fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
+    fn read(&mut self, id: usize, buf: &mut [u8], offset: u64, fcntl_flags: u32, ctx: &CallerCtx) -> Result<usize> {
         let op = format_args!("read of handle {id} by pid {}", ctx.pid);
         match self.handle(id) {
             Some(Handle::Breakpoint(bp)) => {
@@ -1284,6 +1302,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                     Err(r) => Err(self.refuse(op, r)),
                 }
             }
+            Some(Handle::List(list)) => Ok(list.read_at(buf, offset)),
             Some(Handle::Root) => Err(self.refuse(op, refusal(EBADF, "the scheme root is not readable"))),
             None => Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         }
@@ -1301,6 +1320,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 }
             }
             Some(Handle::Events { .. }) => Err(self.refuse(op, refusal(EBADF, "an event stream is read-only"))),
+            Some(Handle::List(_)) => Err(self.refuse(op, refusal(EBADF, "the listing is read-only"))),
             Some(Handle::Root) => Err(self.refuse(op, refusal(EBADF, "the scheme root is not writable"))),
             None => Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         }
@@ -1314,6 +1334,8 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 *bp
             }
             Some(Handle::Breakpoint(_)) | Some(Handle::Root) => return Ok(EventFlags::empty()),
+            // A file: always readable.
+            Some(Handle::List(_)) => return Ok(flags & EVENT_READ),
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
         self.collect();
@@ -1351,6 +1373,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
                 };
                 format!("{p}{mark}")
             }
+            Some(Handle::List(list)) => list.path(),
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
         let n = path.len().min(buf.len());
@@ -1366,6 +1389,10 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
             Some(Handle::Events { bp, version, .. }) => self.bps.get(bp).map_or((0, ROOT_UID), |b| {
                 ((b.ring.len() * version.size()) as u64, b.owner)
             }),
+            Some(Handle::List(list)) => {
+                *stat = Stat { st_mode: MODE_FILE | 0o400, st_size: list.len() as u64, st_uid: list.uid(), ..Stat::default() };
+                return Ok(());
+            }
             None => return Err(self.refuse(op, refusal(EBADF, format!("no handle {id}")))),
         };
         let block = match self.handle(id) {
@@ -1376,6 +1403,15 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
         Ok(())
     }
 
+    /// A listing's size (`lseek(SEEK_END)`); other handles are not files.
+    fn fsize(&mut self, id: usize, ctx: &CallerCtx) -> Result<u64> {
+        match self.handle(id) {
+            Some(Handle::List(list)) => Ok(list.len() as u64),
+            Some(_) => Err(Error::new(syscall::error::ESPIPE)),
+            None => Err(self.refuse(format_args!("fsize of handle {id} by pid {}", ctx.pid), refusal(EBADF, format!("no handle {id}")))),
+        }
+    }
+
     fn on_close(&mut self, id: usize) {
         match self.handles.remove(&id) {
             Some(Handle::Root) => {
@@ -1384,6 +1420,7 @@ impl<K: Kernel> SchemeSync for HwbpScheme<K> {
             }
             Some(Handle::Breakpoint(bp)) => self.close_breakpoint(bp),
             Some(Handle::Events { bp, .. }) => self.close_stream(id, bp),
+            Some(Handle::List(list)) => self.views.closed(list.uid()),
             None => log::warn!("hwbpd: close of unknown handle {id}: EBADF ({EBADF})"),
         }
     }

@@ -7,12 +7,15 @@
 //! - [`error`]: why a path, event, option or command is refused (EINVAL);
 //! - [`record`]: the count record and the hit record (byte layouts);
 //! - [`command`]: what is written to a breakpoint handle;
+//! - [`list`]: the listing view (`/scheme/hwbp/list`): its open path, its
+//!   text format (producer types and parser);
 //! - [`errno`]: the error numbers and what each means.
 
 pub mod command;
 pub mod errno;
 pub mod error;
 pub mod event;
+pub mod list;
 pub mod path;
 pub mod record;
 
@@ -26,6 +29,10 @@ pub use path::{
 pub use record::{
     CountRecord, EventRecord, COUNT_RECORD_SIZE, EVENT_KERNEL_MODE, EVENT_RECORD_SIZE, EVENT_RECORD_V1_SIZE,
     EVENT_STOPPED,
+};
+pub use list::{
+    ListEntry, ListRequest, Listing, ListedPiece, Placement, BpState, CpuSpan, LIST_HANDLES_PER_UID, LIST_NAME,
+    LIST_PAGE_BYTES, LIST_VERSION,
 };
 
 /// Name given to `dup` on a breakpoint handle to open its hit stream of
@@ -51,3 +58,5 @@ pub const SLOTS_PER_CPU: usize = 4;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod list_tests;

@@ -410,7 +410,9 @@ impl AdmittedPiece {
         self.access
     }
 
-    fn parse(s: &str) -> Result<AdmittedPiece, PathError> {
+    /// Parse `0x<addr>/<len>:<access>` (as listed in `#pieces=` and in the
+    /// listing's `piece` lines).
+    pub fn parse(s: &str) -> Result<AdmittedPiece, PathError> {
         let (range, access) = s.split_once(':').ok_or(PathError::BadPieces)?;
         let (addr, len) = range.split_once('/').ok_or(PathError::BadPieces)?;
         if !addr.starts_with("0x") {

@@ -1,19 +1,26 @@
-//! `hwbp`: perf-like `stat` and `record` for hardware watchpoints.
+//! `hwbp`: perf-like `stat` and `record` for hardware watchpoints, and
+//! `list` of the breakpoints hwbpd holds.
 //!
 //! ```text
 //! hwbp stat   -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--pinned] [--duration-ms N] [--ready-file F]
-//! hwbp record -e mem:0x1000/4:w          (-p PID | -C CPU | -a) [--period N] [--ring N] [--duration-ms N] [--ready-file F]
+//! hwbp record -e mem:0x1000/4:w [-e ...] (-p PID | -C CPU | -a) [--kernel] [--summary] [--no-rw-split] [--period N] [--ring N] [--duration-ms N] [--ready-file F]
+//! hwbp list   [--raw]
 //! ```
 //! On Redox they talk to `/scheme/hwbp`. On the host, `--sim` runs them
 //! against an in-process hwbpd on the simulated kernel, with a simulated
-//! task storing to every watched address (`--sim-stores` times each).
+//! task storing to every watched address (`--sim-stores` times each; for a
+//! kernel-half address, or with `--kernel`, simulated kernel code makes the
+//! accesses at CPL 0); `list --sim` lists a demo scenario.
 
 use std::fmt::Write as _;
 
 use clap::{Args, Parser, Subcommand};
 use libhwbp::abi::errno::ErrorKind;
-use libhwbp::abi::{parse_mem_event, Access, CountRecord, EventRecord, MemEvent, OpenPath, Options, PathError, Target};
+use libhwbp::abi::list::{ListRequest, Listing};
+use libhwbp::abi::{parse_mem_event, Access, BpState, CountRecord, EventRecord, ListEntry, MemEvent, OpenPath, Options, PathError, Placement, Target};
 use libhwbp::{Breakpoint, Transport};
+
+use crate::summary::{format_ip_stats, Recorded};
 
 #[derive(Parser, Debug)]
 #[command(name = "hwbp", about = "hardware watchpoints and breakpoints through hwbpd (/scheme/hwbp)")]
@@ -26,8 +33,13 @@ pub struct Cli {
 pub enum Cmd {
     /// Count hits, like `perf stat -e mem:...`.
     Stat(StatArgs),
-    /// Print every hit record, like `perf record -e mem:...` + `perf script`.
+    /// Print every hit record, like `perf record -e mem:...` + `perf script`,
+    /// and with --kernel or --summary the hits per instruction address.
     Record(RecordArgs),
+    /// Every breakpoint you may see (root: all): owner, target, event,
+    /// scheduling, state, the debug register of each piece on each CPU,
+    /// times (`/scheme/hwbp/list`).
+    List(ListArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -79,15 +91,31 @@ pub struct StatArgs {
     /// Open the breakpoints pinned (fail with ENOSPC rather than multiplex).
     #[arg(long)]
     pub pinned: bool,
+    /// Also count hits in kernel mode, and allow kernel-half addresses
+    /// (option `kernel`, root only).
+    #[arg(long)]
+    pub kernel: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {
-    /// perf event: mem:<addr>[/<len>][:<access>].
-    #[arg(short = 'e', long = "event")]
-    pub event: String,
+    /// perf event: mem:<addr>[/<len>][:<access>] (repeatable).
+    #[arg(short = 'e', long = "event", required = true)]
+    pub events: Vec<String>,
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Also count hits in kernel mode, and allow kernel-half addresses
+    /// (option `kernel`, root only); prints the summary.
+    #[arg(long)]
+    pub kernel: bool,
+    /// At the end, hits per instruction address, by watched address and
+    /// access (r, w, x; rw when unknown), most first.
+    #[arg(long)]
+    pub summary: bool,
+    /// For the summary, do not open a write watch beside each rw event
+    /// (without it, reads and writes are not told apart: rw).
+    #[arg(long = "no-rw-split")]
+    pub no_rw_split: bool,
     /// A record every N-th hit.
     #[arg(long, default_value_t = 1)]
     pub period: u64,
@@ -96,13 +124,36 @@ pub struct RecordArgs {
     pub ring: u64,
 }
 
+impl RecordArgs {
+    /// Whether the summary is printed.
+    pub fn wants_summary(&self) -> bool {
+        self.summary || self.kernel
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Print hwbpd's text as it serves it (format version 1), every page.
+    #[arg(long)]
+    pub raw: bool,
+    /// Host only: an in-process hwbpd on the simulated kernel, set up with
+    /// a demo scenario (breakpoints of root and of two users, pinned,
+    /// flexible and multiplexed, split, disabled, ended, closed).
+    #[arg(long)]
+    pub sim: bool,
+    /// With --sim: list as this uid (0 sees everything; 1000 and 1001 are
+    /// the demo's users, any other sees nothing).
+    #[arg(long = "sim-uid", default_value_t = 0)]
+    pub sim_uid: u32,
+}
+
 /// The open paths for `stat`'s events.
-pub fn stat_paths(events: &[String], target: Target, pinned: bool) -> Result<Vec<OpenPath>, PathError> {
+pub fn stat_paths(events: &[String], target: Target, pinned: bool, kernel: bool) -> Result<Vec<OpenPath>, PathError> {
     events
         .iter()
         .map(|ev| {
             let event = parse_mem_event(ev)?;
-            Ok(OpenPath { target, event, options: Options { pinned, ..Options::default() } })
+            Ok(OpenPath { target, event, options: Options { pinned, kernel, ..Options::default() } })
         })
         .collect()
 }
@@ -157,6 +208,9 @@ pub fn explain_open_error(p: &OpenPath, err: &libhwbp::Error) -> String {
             "it needs {} debug registers ({list}) and x86 has {X86_DEBUG_REGISTERS}, so no breakpoint can ever hold it: watch fewer bytes, or give several -e events",
             pieces.len()
         ),
+        ErrorKind::Invalid if ev.addr() >= KERNEL_HALF && !p.options.kernel => {
+            format!("{:#x} is in the kernel half: a kernel watchpoint needs --kernel (option kernel, root only)", ev.addr())
+        }
         ErrorKind::Invalid if (ev.addr() < KERNEL_HALF && last >= USER_END) || (ev.addr() >= USER_END && ev.addr() < KERNEL_HALF) => {
             format!("{:#x}..={last:#x} is not a canonical address (user space ends at {:#x}, the kernel half starts at {KERNEL_HALF:#x}): it can never be armed", ev.addr(), USER_END - 1)
         }
@@ -218,13 +272,53 @@ pub fn format_stat(rows: &[(OpenPath, CountRecord)]) -> String {
     s
 }
 
-/// Open `path`, let `wait` run, then read every hit record queued.
-pub fn record<T: Transport + Clone>(t: T, path: &OpenPath, wait: impl FnOnce()) -> Result<(Vec<EventRecord>, CountRecord), String> {
-    let h = open_explained(&t, path)?;
-    let mut ev = h.events().map_err(|e| format!("events stream: {e}"))?;
+/// The write watch opened beside an `rw` event to tell its reads from its
+/// writes (same target, range and kernel option; a record for every hit).
+pub fn write_companion(p: &OpenPath) -> Option<OpenPath> {
+    if p.event.access() != Access::ReadWrite {
+        return None;
+    }
+    let event = MemEvent::new(p.event.addr(), p.event.len(), Access::Write).ok()?;
+    let o = p.options;
+    let options = Options { kernel: o.kernel, nosplit: o.nosplit, ring: o.ring, pinned: o.pinned, ..Options::default() };
+    Some(OpenPath { target: p.target, event, options })
+}
+
+/// Open every path with its events stream (and, with `split_rw`, the write
+/// companion of each `rw` one), let `wait` run, then read every hit record
+/// queued and every count.
+pub fn record<T: Transport + Clone>(t: T, paths: &[OpenPath], split_rw: bool, wait: impl FnOnce()) -> Result<Vec<Recorded>, String> {
+    struct Open<T: Transport> {
+        h: libhwbp::BreakpointHandle<T>,
+        ev: libhwbp::EventStream<T>,
+    }
+    let open = |p: &OpenPath| -> Result<Open<T>, String> {
+        let h = open_explained(&t, p)?;
+        let ev = h.events().map_err(|e| format!("events stream: {e}"))?;
+        Ok(Open { h, ev })
+    };
+    let mut opened = Vec::new();
+    for p in paths {
+        let main = open(p)?;
+        let companion = match write_companion(p).filter(|_| split_rw) {
+            Some(c) => Some(open(&c).map_err(|e| format!("{e} (the write watch that tells reads from writes: --no-rw-split goes without)"))?),
+            None => None,
+        };
+        opened.push((main, companion, p.options.period.get()));
+    }
     wait();
-    let recs = ev.drain().map_err(|e| format!("reading the events stream: {e}"))?;
-    Ok((recs, h.read_count().map_err(|e| e.to_string())?))
+    let read = |o: &mut Open<T>| -> Result<(Vec<EventRecord>, CountRecord), String> {
+        let recs = o.ev.drain().map_err(|e| format!("reading the events stream: {e}"))?;
+        Ok((recs, o.h.read_count().map_err(|e| e.to_string())?))
+    };
+    opened
+        .iter_mut()
+        .map(|(main, companion, period)| {
+            let (records, count) = read(main)?;
+            let companion = companion.as_mut().map(read).transpose()?;
+            Ok(Recorded { records, count, period: *period, companion })
+        })
+        .collect()
 }
 
 /// One line per hit record, like `perf script`: `pid P tid T cpu C ...
@@ -245,27 +339,116 @@ pub fn format_record(r: &EventRecord) -> String {
     line
 }
 
-/// The record path from the arguments.
-pub fn record_path(a: &RecordArgs, target: Target) -> Result<OpenPath, PathError> {
-    let p = OpenPath { target, event: parse_mem_event(&a.event)?, options: Options::default() };
-    Breakpoint::from_path(&p).period(a.period).ring(a.ring).path()
+/// The record paths from the arguments, one per event.
+pub fn record_paths(a: &RecordArgs, target: Target) -> Result<Vec<OpenPath>, PathError> {
+    a.events
+        .iter()
+        .map(|ev| {
+            let p = OpenPath { target, event: parse_mem_event(ev)?, options: Options { kernel: a.kernel, ..Options::default() } };
+            Breakpoint::from_path(&p).period(a.period).ring(a.ring).path()
+        })
+        .collect()
+}
+
+/// Every event's records in one list, in time order (then by breakpoint).
+pub fn merged_records(recorded: &[Recorded]) -> Vec<EventRecord> {
+    let mut all: Vec<EventRecord> = recorded.iter().flat_map(|r| r.records.iter().copied()).collect();
+    all.sort_by_key(|r| (r.timestamp_ns, r.id, r.hit));
+    all
+}
+
+/// Nanoseconds as milliseconds with one decimal.
+fn ms(ns: u64) -> String {
+    format!("{}.{}", ns / 1_000_000, ns % 1_000_000 / 100_000)
+}
+
+/// The register column of a piece: where it is, in words.
+pub fn describe_placement(e: &ListEntry, place: &Placement) -> String {
+    match place {
+        Placement::Armed(spans) => spans
+            .iter()
+            .map(|s| if s.first == s.last { format!("dr{} on cpu {}", s.slot, s.first) } else { format!("dr{} on cpus {}-{}", s.slot, s.first, s.last) })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Placement::Waiting => "waiting (multiplexed out: armed at a later turn)".to_string(),
+        Placement::Off => match e.state {
+            BpState::Live if !e.enabled => "off (disabled)".to_string(),
+            BpState::Live => "off".to_string(),
+            BpState::Ended => "off (its task ended)".to_string(),
+            BpState::Closed => "off (closed; an events stream holds it)".to_string(),
+        },
+    }
+}
+
+/// How a breakpoint is scheduled: pinned or flexible, and exclusive.
+fn sched(e: &ListEntry) -> String {
+    if e.path.options.exclusive { format!("{}+excl", e.sched()) } else { e.sched().to_string() }
+}
+
+/// `hwbp list`'s table: one line per breakpoint (the canonical path last),
+/// then one per piece with its debug register on each CPU.
+pub fn format_list(l: &Listing) -> String {
+    let mut s = String::new();
+    let who = if l.header.uid == 0 { "root: every user's".to_string() } else { format!("uid {}: its own", l.header.uid) };
+    let n = l.entries.len();
+    let _ = writeln!(s, "{n} breakpoint{} ({who}), {} CPUs, at {} ms", if n == 1 { "" } else { "s" }, l.header.cpus, ms(l.header.now_ns));
+    let _ = writeln!(s, "{:>4}  {:>5}  {:<13}  {:<7}  {:<6}  {:>7}  {:<18}  PATH", "ID", "OWNER", "SCHED", "ENABLED", "STATE", "COUNT", "RUNNING/ENABLED ms");
+    for e in &l.entries {
+        let c = &e.count;
+        let pct = c.running_fraction().map_or("-".to_string(), |f| format!("{:.0}%", 100.0 * f));
+        let times = format!("{}/{} ({pct})", ms(c.time_running_ns), ms(c.time_enabled_ns));
+        let _ = writeln!(
+            s,
+            "{:>4}  {:>5}  {:<13}  {:<7}  {:<6}  {:>7}  {:<18}  {}",
+            e.id,
+            e.owner,
+            sched(e),
+            if e.enabled { "yes" } else { "no" },
+            e.state.as_str(),
+            c.value,
+            times,
+            e.path
+        );
+        for p in &e.pieces {
+            let _ = writeln!(s, "{:>6}piece {:<24}  {}", "", p.piece.to_string(), describe_placement(e, &p.place));
+        }
+    }
+    s
+}
+
+/// The listing through `t`: every page parsed (or, `raw`, the text as
+/// served, page after page).
+pub fn list_output<T: Transport>(t: &T, raw: bool) -> Result<String, String> {
+    if !raw {
+        return libhwbp::list(t).map(|l| format_list(&l)).map_err(|e| format!("reading /scheme/hwbp/list: {e}"));
+    }
+    let mut out = String::new();
+    let mut req = ListRequest::default();
+    loop {
+        let text = libhwbp::listing::list_text(t, req).map_err(|e| format!("reading /scheme/hwbp/{req}: {e}"))?;
+        let text = String::from_utf8(text).map_err(|_| format!("/scheme/hwbp/{req} is not UTF-8"))?;
+        let next = Listing::parse(&text).map_err(|e| format!("/scheme/hwbp/{req}: {e}"))?.next;
+        out.push_str(&text);
+        match next {
+            Some(from) => req = ListRequest { from },
+            None => return Ok(out),
+        }
+    }
 }
 
 /// Run the CLI; returns the exit code. Output goes to `out`.
 pub fn main_with(cli: Cli, out: &mut dyn std::io::Write) -> i32 {
-    let (targs, is_stat) = match &cli.cmd {
-        Cmd::Stat(a) => (a.target.clone(), true),
-        Cmd::Record(a) => (a.target.clone(), false),
-    };
-    let result = if targs.sim {
-        sim_run(&cli, &targs, out)
-    } else {
-        system_run(&cli, &targs, out)
+    let (result, name) = match &cli.cmd {
+        Cmd::List(a) => (if a.sim { sim_list(a, out) } else { system_list(a, out) }, "list"),
+        Cmd::Stat(StatArgs { target, .. }) | Cmd::Record(RecordArgs { target, .. }) => {
+            let name = if matches!(cli.cmd, Cmd::Stat(_)) { "stat" } else { "record" };
+            (if target.sim { sim_run(&cli, target, out) } else { system_run(&cli, target, out) }, name)
+        }
     };
     match result {
         Ok(()) => 0,
         Err(msg) => {
-            let _ = writeln!(out, "hwbp {}: {msg}", if is_stat { "stat" } else { "record" });
+            let _ = writeln!(out, "hwbp {name}: {msg}");
             1
         }
     }
@@ -276,6 +459,7 @@ fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl Fn
     let ready_file = match &cli.cmd {
         Cmd::Stat(a) => a.target.ready_file.clone(),
         Cmd::Record(a) => a.target.ready_file.clone(),
+        Cmd::List(_) => None,
     };
     let mut ready_error = None;
     // Every breakpoint is open when `wait` runs: say so, then wait.
@@ -299,18 +483,24 @@ fn run_with<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl Fn
 fn run_opened<T: Transport + Clone>(cli: &Cli, t: T, target: Target, wait: impl FnOnce(&[OpenPath]), out: &mut dyn std::io::Write) -> Result<(), String> {
     match &cli.cmd {
         Cmd::Stat(a) => {
-            let paths = stat_paths(&a.events, target, a.pinned).map_err(|e| e.to_string())?;
+            let paths = stat_paths(&a.events, target, a.pinned, a.kernel).map_err(|e| e.to_string())?;
             let rows = stat(t, &paths, || wait(&paths))?;
             let _ = write!(out, "{}", format_stat(&rows));
         }
         Cmd::Record(a) => {
-            let path = record_path(a, target).map_err(|e| e.to_string())?;
-            let (recs, c) = record(t, &path, || wait(std::slice::from_ref(&path)))?;
-            for r in &recs {
-                let _ = writeln!(out, "{}", format_record(r));
+            let paths = record_paths(a, target).map_err(|e| e.to_string())?;
+            let recorded = record(t, &paths, a.wants_summary() && !a.no_rw_split, || wait(&paths))?;
+            for r in merged_records(&recorded) {
+                let _ = writeln!(out, "{}", format_record(&r));
             }
-            let _ = writeln!(out, "# {} records, {} hits, {} lost: {}", recs.len(), c.value, c.lost, path);
+            for (path, r) in paths.iter().zip(&recorded) {
+                let _ = writeln!(out, "# {} records, {} hits, {} lost: {}", r.records.len(), r.count.value, r.count.lost, path);
+            }
+            if a.wants_summary() {
+                let _ = write!(out, "{}", format_ip_stats(&recorded));
+            }
         }
+        Cmd::List(_) => return Err("list is not a watch".into()),
     }
     Ok(())
 }
@@ -325,6 +515,31 @@ fn system_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Re
 #[cfg(not(target_os = "redox"))]
 fn system_run(_: &Cli, _: &TargetArgs, _: &mut dyn std::io::Write) -> Result<(), String> {
     Err("/scheme/hwbp exists only on Redox; on this host use --sim".into())
+}
+
+#[cfg(target_os = "redox")]
+fn system_list(a: &ListArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
+    let text = list_output(&libhwbp::redox::RedoxTransport, a.raw)?;
+    let _ = write!(out, "{text}");
+    Ok(())
+}
+
+#[cfg(not(target_os = "redox"))]
+fn system_list(_: &ListArgs, _: &mut dyn std::io::Write) -> Result<(), String> {
+    Err("/scheme/hwbp exists only on Redox; on this host use --sim".into())
+}
+
+#[cfg(all(feature = "sim", not(target_os = "redox")))]
+fn sim_list(a: &ListArgs, out: &mut dyn std::io::Write) -> Result<(), String> {
+    let demo = crate::demo::ListDemo::new().map_err(|e| format!("setting up the demo: {e}"))?;
+    let text = demo.as_uid(a.sim_uid, |t| list_output(t, a.raw))?;
+    let _ = write!(out, "{text}");
+    Ok(())
+}
+
+#[cfg(not(all(feature = "sim", not(target_os = "redox"))))]
+fn sim_list(_: &ListArgs, _: &mut dyn std::io::Write) -> Result<(), String> {
+    Err(if cfg!(target_os = "redox") { "--sim is for the host; on Redox drop it" } else { "this hwbp was built without the `sim` feature" }.into())
 }
 
 #[cfg(all(feature = "sim", not(target_os = "redox")))]
@@ -344,15 +559,8 @@ fn sim_run(cli: &Cli, targs: &TargetArgs, out: &mut dyn std::io::Write) -> Resul
     let stores = targs.sim_stores;
     let wait = |paths: &[OpenPath]| {
         let mut p = p.borrow_mut();
-        for _ in 0..stores {
-            for path in paths {
-                let ev = path.event;
-                let size = [8, 4, 2, 1].into_iter().find(|s| ev.len() >= *s && ev.addr() % s == 0).unwrap_or(1);
-                if ev.access() == libhwbp::abi::Access::Exec {
-                    continue;
-                }
-                p.store(ev.addr(), size);
-            }
+        for round in 0..stores {
+            crate::demo::workload_round(&mut p, paths, round);
             p.let_time_pass(STEP_NS);
         }
     };

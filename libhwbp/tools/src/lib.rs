@@ -3,6 +3,9 @@
 //! host. See README.md in libhwbp/.
 
 pub mod cli;
+#[cfg(all(feature = "sim", not(target_os = "redox")))]
+pub mod demo;
 pub mod logger;
 pub mod platform;
 pub mod selftest;
+pub mod summary;

@@ -277,6 +277,17 @@ pub mod sim {
             s.run(self.tid, a).expect("the selftest task runs");
         }
 
+        /// The task enters the kernel, whose instruction at `ip` (kernel
+        /// half) makes `a` at CPL 0 on CPU 0 (`hwbp --sim --kernel`'s
+        /// simulated kernel code).
+        pub fn run_kernel_at(&mut self, ip: u64, a: MemAccess) {
+            let mut s = self.sim.borrow_mut();
+            if s.running(0) != Some(self.tid) {
+                s.switch(0, Some(self.tid)).expect("the selftest task is alive");
+            }
+            s.run_kernel_at(self.tid, ip, a).expect("kernel code runs");
+        }
+
         /// Enabled registers of CPU 0 holding `addr`.
         fn armed_register_of(&self, addr: u64) -> Option<usize> {
             let s = self.sim.borrow();

@@ -8,7 +8,9 @@
 //!   [`HitRing`];
 //! - context switches ([`SimKernel::switch`]) that call the real
 //!   `CpuDebugState::switch_to`;
-//! - instructions ([`SimKernel::run`]): the x86 debug-register model in
+//! - instructions ([`SimKernel::run`] in user mode, where a data access to
+//!   the kernel half page-faults; [`SimKernel::run_kernel`] and
+//!   [`SimKernel::run_kernel_at`] at CPL 0): the x86 debug-register model in
 //!   [`dr_model`] decides from the raw registers which slots fire, sets DR6
 //!   and calls the real `CpuDebugState::handle_debug_exception`, so hits
 //!   reach `hwbpd` through the same path as on Redox;
@@ -44,6 +46,7 @@ use std::fmt;
 
 use hwbp_kern::abi::HitRecord;
 use hwbp_kern::regs::RegisterFile;
+use hwbp_kern::piece::{KERNEL_START, USER_END};
 use hwbp_kern::{ContextPlan, CpuDebugState, CpuId, CpuPlan, HitRing, Slot, Token, TrapInfo};
 
 use crate::kernel::{EndReason, Kernel, KernelError, PieceCount, Pid, TaskEnd, TaskInfo, Uid};
@@ -73,6 +76,17 @@ fn hit_context(pid: Pid, tid: Tid) -> u64 {
     (u64::from(pid) << 32) | (tid & CONTEXT_ID_MASK)
 }
 
+/// Privilege of a simulated instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// CPL 3, the thread's own code.
+    User,
+    /// CPL 0 on the thread's behalf, at no particular kernel address.
+    Kernel,
+    /// CPL 0, the kernel instruction at this address.
+    KernelAt(u64),
+}
+
 /// Why the simulation refused a step a test asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SimError {
@@ -85,6 +99,12 @@ pub enum SimError {
     Exited(Tid),
     /// A hit stopped the thread: it runs again once resumed.
     Stopped(Tid),
+    /// A user-mode data access to this kernel-half address: the CPU's page
+    /// fault, before the access completes (no data breakpoint traps).
+    PageFault(u64),
+    /// `run_kernel_at` was given an instruction address outside the kernel
+    /// half.
+    NotKernelCode(u64),
 }
 
 impl fmt::Display for SimError {
@@ -297,15 +317,32 @@ impl SimKernel {
     /// Thread `tid` runs one user-mode instruction that makes `access`.
     /// Returns the #DB exceptions the CPU raised ([`Step::stopped`]: a hit
     /// stopped the thread, which left its CPU).
+    /// Returns the #DB exceptions the CPU raised. A data access to the
+    /// kernel half faults (#PF, the access never completes, so no data
+    /// breakpoint traps): [`SimError::PageFault`].
     pub fn run(&mut self, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
-        self.run_in_mode(tid, access, true)
+        self.run_in_mode(tid, access, Mode::User)
     }
 
     /// Thread `tid` is in the kernel, which makes `access` on its behalf
     /// (e.g. a syscall copying a user buffer): hits carry the kernel-mode
     /// flag.
     pub fn run_kernel(&mut self, tid: Tid, access: MemAccess) -> Result<Step, SimError> {
-        self.run_in_mode(tid, access, false)
+        self.run_in_mode(tid, access, Mode::Kernel)
+    }
+
+    /// Thread `tid` is in the kernel, running the kernel instruction at
+    /// `ip` (kernel half), which makes `access` at CPL 0: hits carry the
+    /// kernel-mode flag and `ip` — the instruction after it for a data
+    /// trap, as the CPU reports it (`ip + 4` here), the instruction itself
+    /// for `MemAccess::exec(ip)`. The thread's user code position does not
+    /// move. Whether such a hit counts is hwbpd's decision (only for
+    /// breakpoints with `kernel`): the debug registers fire at any CPL.
+    pub fn run_kernel_at(&mut self, tid: Tid, ip: u64, access: MemAccess) -> Result<Step, SimError> {
+        if ip < KERNEL_START {
+            return Err(SimError::NotKernelCode(ip));
+        }
+        self.run_in_mode(tid, access, Mode::KernelAt(ip))
     }
 
     /// Convenience: switch `tid` onto `cpu` if it is not there, then run.
@@ -316,19 +353,29 @@ impl SimKernel {
         self.run(tid, access)
     }
 
-    fn run_in_mode(&mut self, tid: Tid, access: MemAccess, user_mode: bool) -> Result<Step, SimError> {
+    fn run_in_mode(&mut self, tid: Tid, access: MemAccess, mode: Mode) -> Result<Step, SimError> {
         let thread = self.threads.get_mut(&tid).ok_or(SimError::NoSuchThread(tid))?;
         if thread.stopped {
             return Err(SimError::Stopped(tid));
         }
         let cpu = thread.cpu.ok_or(SimError::NotRunning(tid))?;
+        let user_mode = mode == Mode::User;
+        if user_mode && access.kind != AccessKind::Exec && access.addr.saturating_add(access.size.max(1) - 1) >= USER_END {
+            // The page walk refuses CPL 3 before the access completes.
+            return Err(SimError::PageFault(access.addr));
+        }
         // Exec faults report the instruction itself; data traps the next one.
-        let rip = if access.kind == AccessKind::Exec {
-            thread.pc = access.addr.wrapping_add(1);
-            access.addr
-        } else {
-            thread.pc = thread.pc.wrapping_add(INSTRUCTION_BYTES);
-            thread.pc
+        let rip = match (access.kind, mode) {
+            (AccessKind::Exec, Mode::KernelAt(_)) => access.addr,
+            (_, Mode::KernelAt(ip)) => ip.wrapping_add(INSTRUCTION_BYTES),
+            (AccessKind::Exec, _) => {
+                thread.pc = access.addr.wrapping_add(1);
+                access.addr
+            }
+            _ => {
+                thread.pc = thread.pc.wrapping_add(INSTRUCTION_BYTES);
+                thread.pc
+            }
         };
         let mut exec = thread.exec;
         let context = hit_context(thread.pid, tid);
@@ -788,6 +835,33 @@ mod tests {
         sim.take_ends(&mut ends);
         assert_eq!(ends, [TaskEnd { pid, reason: EndReason::Exit }]);
         assert_eq!(sim.run(tid, MemAccess::read(0x3000, 4)), Err(SimError::NotRunning(tid)));
+    }
+
+    #[test]
+    fn kernel_code_hits_carry_its_ip_and_user_code_cannot_touch_the_kernel_half() {
+        let mut sim = SimKernel::new(1);
+        let pid = sim.spawn(0);
+        let tid = sim.main_thread(pid).unwrap();
+        sim.switch(0, Some(tid)).unwrap();
+        let k = 0xffff_8000_0010_0000;
+        let piece = |addr, len, access| hwbp_kern::plan::CpuPiece { piece: Piece::new(addr, len, access).unwrap(), token: addr };
+        let cpu_plan = CpuPlan::from_pieces([piece(k, Len::Eight, Access::ReadWrite), piece(k + 0x40, Len::One, Access::Exec)]).unwrap();
+        sim.set_cpu_plan(0, &cpu_plan).unwrap();
+        let ip = 0xffff_8000_0001_2340;
+        assert_eq!(sim.run_kernel_at(tid, ip, MemAccess::write(k + 4, 4)).unwrap().trap, 1);
+        assert_eq!(sim.run_kernel_at(tid, k + 0x40, MemAccess::exec(k + 0x40)).unwrap().fault, 2);
+        let hits = drain(&mut sim);
+        assert_eq!(hits.iter().map(|h| (h.rip, h.token, h.flags & hwbp_kern::abi::HIT_KERNEL_MODE != 0)).collect::<Vec<_>>(), [(ip + 4, k, true), (k + 0x40, k + 0x40, true)]);
+        // CPL 3 cannot complete a kernel-half access: #PF, no trap, no count.
+        assert_eq!(sim.run(tid, MemAccess::read(k, 8)), Err(SimError::PageFault(k)));
+        assert_eq!(sim.run(tid, MemAccess::write(USER_END - 4, 8)), Err(SimError::PageFault(USER_END - 4)));
+        assert_eq!(counts(&mut sim), [PieceCount { token: k, hits: 1 }, PieceCount { token: k + 0x40, hits: 1 }]);
+        assert!(drain(&mut sim).is_empty());
+        assert_eq!(sim.run_kernel_at(tid, 0x40_1000, MemAccess::write(k, 8)), Err(SimError::NotKernelCode(0x40_1000)));
+        // The kernel's instructions did not move the thread's user code.
+        sim.set_task_plan(pid, &plan(0x1000, Len::Eight, Access::Write, 9)).unwrap();
+        sim.run(tid, MemAccess::write(0x1000, 8)).unwrap();
+        assert_eq!(drain(&mut sim)[0].rip, FIRST_PC + tid * 0x1000 + INSTRUCTION_BYTES);
     }
 
     #[test]

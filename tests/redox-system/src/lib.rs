@@ -157,11 +157,14 @@ pub fn parse_done(line: &str) -> Option<(u64, char)> {
     Some((n.parse().ok()?, c))
 }
 
-/// A command to the target: `store <n> <a|b>` or `exit`.
+/// A command to the target: `store <n> <a|b>`, `kread <n> <a|b>` or `exit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetCmd {
     /// Make n 8-byte stores to word a or b.
     Store(u64, char),
+    /// Make n 8-byte reads from a pipe into word a or b: the kernel writes
+    /// the word (at CPL 0), the task itself never does.
+    KernelRead(u64, char),
     /// Exit.
     Exit,
 }
@@ -172,14 +175,32 @@ pub fn parse_cmd(line: &str) -> Option<TargetCmd> {
     if line == "exit" {
         return Some(TargetCmd::Exit);
     }
-    let rest = line.strip_prefix("store ")?;
+    let (kind, rest) = line.split_once(' ')?;
     let (n, w) = rest.split_once(' ')?;
     let w = match w {
         "a" => 'a',
         "b" => 'b',
         _ => return None,
     };
-    Some(TargetCmd::Store(n.parse().ok()?, w))
+    let n = n.parse().ok()?;
+    match kind {
+        "store" => Some(TargetCmd::Store(n, w)),
+        "kread" => Some(TargetCmd::KernelRead(n, w)),
+        _ => None,
+    }
+}
+
+/// The rows of `hwbp record`'s summary: (hits, mode, ip, access).
+pub fn parse_ip_summary(output: &str) -> Vec<(u64, String, u64, String)> {
+    output
+        .lines()
+        .skip_while(|l| !l.starts_with("# summary"))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(1)?.to_string(), parse_hex(f.get(2)?)?, f.get(4)?.to_string()))
+        })
+        .collect()
 }
 
 /// The counted value for `event` in `hwbp stat` output: (value, raw) where
@@ -351,6 +372,9 @@ mod tests {
         assert_eq!(parse_cmd("exit\n"), Some(TargetCmd::Exit));
         assert_eq!(parse_cmd("store 12 c"), None);
         assert_eq!(parse_cmd("store x a"), None);
+        assert_eq!(parse_cmd("kread 100 b"), Some(TargetCmd::KernelRead(100, 'b')));
+        assert_eq!(parse_cmd("kwrite 100 b"), None);
+        assert_eq!(parse_cmd("store 5"), None);
     }
 
     #[test]
@@ -403,5 +427,20 @@ mod tests {
         g.fill(&mut b);
         assert_ne!(a, b);
         assert!(a.iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn the_ip_summary_rows_are_read_back() {
+        let out = "pid 1 ...\n# 3 records, 3 hits, 0 lost: task/1/mem:0x1000/8:w?kernel\n\
+                   # summary: hits per instruction address, by watched address and access, most first\n\
+                   #     hits  mode    ip                  address             access\n\
+                            2  kernel  0xffff800000123454  0x0000000000001000  w\n\
+                            1  user    0x0000000000401004  0x0000000000001000  w\n\
+                   # 3 records at 2 instruction addresses, 0 lost\n";
+        assert_eq!(
+            parse_ip_summary(out),
+            [(2, "kernel".to_string(), 0xffff_8000_0012_3454, "w".to_string()), (1, "user".to_string(), 0x40_1004, "w".to_string())]
+        );
+        assert!(parse_ip_summary("no summary\n1 2 3\n").is_empty());
     }
 }

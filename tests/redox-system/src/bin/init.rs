@@ -9,7 +9,9 @@
 //!    hands its scheme capability back over it, init registers `hwbp` in
 //!    its namespace.
 //! 3. Runs hwbp-selftest as root and as uid 1000, `hwbp stat` and
-//!    `hwbp record` on hwbp-system-target watched by pid, then kills hwbpd,
+//!    `hwbp record` on hwbp-system-target watched by pid (with `hwbp list`
+//!    as root and as uid 1000 while the stat's watch is open, and
+//!    `hwbp record --kernel` on a word the kernel writes), then kills hwbpd,
 //!    checks through `/scheme/sys/hwbp-control` that nothing is left armed
 //!    on the target, restarts hwbpd and checks a new watch counts only its
 //!    own hits.
@@ -42,9 +44,10 @@ mod redox {
     use std::time::{Duration, Instant};
 
     use hwbp_redox_system::{
-        SplitMix, Tally, TargetReady, count_records, last_counts, parse_done, parse_ready,
-        parse_record_summary, parse_stat, parse_thread_ids, pids_named,
+        SplitMix, Tally, TargetReady, count_records, last_counts, parse_done, parse_ip_summary,
+        parse_ready, parse_record_summary, parse_stat, parse_thread_ids, pids_named,
     };
+    use libhwbp::abi::{BpState, Listing, Placement};
     use libhwbp::Breakpoint;
     use libhwbp::abi::Target;
     use libhwbp::redox::RedoxTransport;
@@ -383,7 +386,16 @@ mod redox {
 
         /// Make n stores to word w; Ok(n confirmed).
         fn store(&mut self, n: u64, w: char) -> Result<u64, String> {
-            writeln!(self.stdin, "store {n} {w}").map_err(|e| format!("to target: {e}"))?;
+            self.command("store", n, w)
+        }
+
+        /// Make n reads from a pipe into word w (the kernel writes it).
+        fn kernel_read(&mut self, n: u64, w: char) -> Result<u64, String> {
+            self.command("kread", n, w)
+        }
+
+        fn command(&mut self, kind: &str, n: u64, w: char) -> Result<u64, String> {
+            writeln!(self.stdin, "{kind} {n} {w}").map_err(|e| format!("to target: {e}"))?;
             self.stdin.flush().map_err(|e| format!("to target: {e}"))?;
             let l = self
                 .lines
@@ -450,6 +462,8 @@ mod redox {
             Err(e) => return run.fail(format!("hwbp stat: {e}")),
         };
         std::thread::sleep(ARM_WAIT);
+        let path = format!("task/{}/{event}", target.ready.pid);
+        list_checks(run, &path);
         let made = target.store(stores, 'a');
         let out = finish_tool(child, "stat");
         match (made, out) {
@@ -512,6 +526,126 @@ mod redox {
                 "hwbp record: target {m:?}, tool {:?}",
                 o.map(|x| x.0)
             )),
+        }
+    }
+
+    /// `hwbp list --raw` (as `uid`, else root), parsed.
+    fn list_raw(uid: Option<u32>) -> Result<Listing, String> {
+        let mut cmd = Command::new(format!("{BIN}/hwbp"));
+        cmd.args(["list", "--raw"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(u) = uid {
+            cmd.uid(u).gid(u);
+        }
+        let child = cmd.spawn().map_err(|e| format!("spawn hwbp list: {e}"))?;
+        let tag = format!("list-raw uid {}", uid.unwrap_or(0));
+        let (ok, text) = finish_tool(child, &tag)?;
+        if !ok {
+            return Err("hwbp list --raw failed".into());
+        }
+        Listing::parse(&text).map_err(|e| e.to_string())
+    }
+
+    /// `/scheme/hwbp/list` read as a file: 7 bytes at a time through the
+    /// kernel's offset, then SEEK_END, a read past the end, a seek back
+    /// and fstat's size.
+    fn list_file() -> Result<String, String> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open("/scheme/hwbp/list").map_err(|e| format!("open: {e}"))?;
+        let mut all = Vec::new();
+        let mut chunk = [0u8; 7];
+        loop {
+            let n = f.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&chunk[..n]);
+        }
+        let end = f.seek(SeekFrom::End(0)).map_err(|e| format!("SEEK_END: {e}"))?;
+        let past = f.read(&mut chunk).map_err(|e| format!("read past the end: {e}"))?;
+        f.seek(SeekFrom::Start(5)).map_err(|e| format!("SEEK_SET: {e}"))?;
+        let mut ten = [0u8; 10];
+        f.read_exact(&mut ten).map_err(|e| format!("read at 5: {e}"))?;
+        let size = f.metadata().map_err(|e| format!("fstat: {e}"))?.len();
+        let entries = Listing::parse_bytes(&all).map_err(|e| e.to_string())?.entries.len();
+        let len = all.len() as u64;
+        let what = format!("{len} bytes read 7 at a time ({entries} entries), SEEK_END {end}, fstat {size}, {past} bytes past the end, bytes 5..15 again");
+        if end == len && size == len && past == 0 && all.get(5..15) == Some(&ten[..]) { Ok(what) } else { Err(what) }
+    }
+
+    /// While root's `hwbp stat` holds a watch on `path`: the listing as
+    /// root shows it armed; as uid 1000 it shows nothing of root's; the
+    /// file behaves as a file. The table goes to the log.
+    fn list_checks(run: &mut Run, path: &str) {
+        let _ = hwbp_tool(&["list".to_string()]).and_then(|c| finish_tool(c, "list"));
+        match list_raw(None) {
+            Ok(l) => {
+                let e = l.entries.iter().find(|e| e.path.to_string() == path);
+                let ok = e.is_some_and(|e| {
+                    e.owner == 0
+                        && e.state == BpState::Live
+                        && e.enabled
+                        && e.pieces.len() == 1
+                        && (0..l.header.cpus).all(|c| e.pieces[0].place.slot_on(c).is_some())
+                });
+                let place = e.map(|e| e.pieces.iter().map(|p| p.place.to_string()).collect::<Vec<_>>());
+                let _ = run.check(ok, format!("hwbp list (root, {} entries) shows {path}: owner 0, live, a register on each of {} CPUs: {place:?}", l.entries.len(), l.header.cpus));
+                let waiting = l.entries.iter().flat_map(|e| &e.pieces).filter(|p| p.place == Placement::Waiting).count();
+                say(&format!("init: hwbp list: {waiting} pieces waiting"));
+            }
+            Err(e) => run.fail(format!("hwbp list --raw (root): {e}")),
+        }
+        match list_raw(Some(USER_ID)) {
+            Ok(l) => {
+                let owners: Vec<u32> = l.entries.iter().map(|e| e.owner).collect();
+                let _ = run.check(
+                    l.header.uid == USER_ID && owners.iter().all(|&o| o == USER_ID),
+                    format!("hwbp list as uid {USER_ID}: only its own (header uid {}, owners {owners:?})", l.header.uid),
+                );
+            }
+            Err(e) => run.fail(format!("hwbp list --raw (uid {USER_ID}): {e}")),
+        }
+        match list_file() {
+            Ok(what) => {
+                run.check(true, format!("/scheme/hwbp/list is a positioned file: {what}"));
+            }
+            Err(what) => run.fail(format!("/scheme/hwbp/list is a positioned file: {what}")),
+        }
+    }
+
+    /// `hwbp record --kernel` on word b while the target reads a pipe into
+    /// it: every hit is the kernel's copy, at a kernel-half ip.
+    fn record_kernel_on_target(run: &mut Run, target: &mut TargetProc, reads: u64) {
+        let addr = target.addr('b');
+        let event = format!("mem:{addr:#x}/8:w");
+        let pid = target.ready.pid;
+        let args: Vec<String> = ["record", "--kernel", "-e", &event, "-p", &pid.to_string(), "--ring", "65536", "--duration-ms", &TOOL_MS.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let child = match hwbp_tool(&args) {
+            Ok(c) => c,
+            Err(e) => return run.fail(format!("hwbp record --kernel: {e}")),
+        };
+        std::thread::sleep(ARM_WAIT);
+        let made = target.kernel_read(reads, 'b');
+        let out = finish_tool(child, "record-kernel");
+        match (made, out) {
+            (Ok(m), Ok((status_ok, text))) => {
+                let summary = parse_record_summary(&text);
+                let rows = parse_ip_summary(&text);
+                let row_hits: u64 = rows.iter().map(|r| r.0).sum();
+                let all_kernel = !rows.is_empty() && rows.iter().all(|r| r.1 == "kernel" && r.2 >= 0xffff_8000_0000_0000);
+                // value is exact; records the kernel's 256-record ring could
+                // not hold until the next tick are counted in lost.
+                let _ = run.check(
+                    status_ok && matches!(summary, Some((r, h, l)) if r + l == h && h >= m && r == row_hits) && all_kernel,
+                    format!(
+                        "hwbp record --kernel -e {event} -p {pid}: {m} pipe reads into the word: summary {summary:?} (records, hits, lost: records + lost = hits >= reads), {} ips, all in kernel mode: {all_kernel}",
+                        rows.len()
+                    ),
+                );
+            }
+            (m, o) => run.fail(format!("hwbp record --kernel: target {m:?}, tool {:?}", o.map(|x| x.0))),
         }
     }
 
@@ -871,6 +1005,7 @@ mod redox {
                 );
                 stat_on_target(&mut run, &mut target, 1000);
                 record_on_target(&mut run, &mut target, 500);
+                record_kernel_on_target(&mut run, &mut target, 200);
                 if std::env::var("HWBP_SYSTEM_PROBE").is_ok_and(|v| v == "1") {
                     // Diagnostic: a second hwbpd while the first runs (it must stop at EBUSY).
                     let st = Command::new(format!("{BIN}/hwbpd"))
