@@ -271,6 +271,57 @@ mod redox {
         CountRecord::from_slice(&buf[..n]).ok_or(-1)
     }
 
+    /// Extra: the cheapest round trip to hwbpd, `fcntl(F_GETFL)` on one of
+    /// its handles (the kernel forwards it; hwbpd answers at once), with
+    /// `threads` threads of this process blocked. What a command costs
+    /// beyond this is hwbpd's and the kernel's work on the breakpoint.
+    fn scheme_roundtrip(b: &Bench, fd: usize, threads: usize) {
+        let mut v = vec![0u64; 201];
+        let mut bad = None;
+        for x in v.iter_mut() {
+            let t0 = rdtsc();
+            if let Err(e) = libredox::call::fcntl(fd, libc::F_GETFL as usize, 0) {
+                bad = Some(e.errno());
+            }
+            *x = rdtsc() - t0;
+        }
+        minus_overhead(&mut v, b.overhead);
+        let s = stats_of(&mut v).expect("reps");
+        out(&format!(
+            "extra scheme_roundtrip_{threads} {} reps={} min={} max={} errno={bad:?} (fcntl F_GETFL on an hwbpd handle, {threads} other threads blocked)",
+            s.median, s.n, s.min, s.max
+        ));
+    }
+
+    /// Extra: what hwbpd does for the permission check of every task open,
+    /// from here: open `/scheme/sys/context`, read the listing, close.
+    fn sys_context_read(b: &Bench) {
+        let mut v = vec![0u64; 101];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0;
+        for x in v.iter_mut() {
+            let t0 = rdtsc();
+            if let Ok(fd) = libredox::call::open("/scheme/sys/context", libc::O_RDONLY | libc::O_CLOEXEC, 0) {
+                size = 0;
+                while let Ok(n) = libredox::call::read(fd, &mut buf[size..]) {
+                    if n == 0 {
+                        break;
+                    }
+                    size += n;
+                }
+                let _ = libredox::call::close(fd);
+            }
+            *x = rdtsc() - t0;
+        }
+        minus_overhead(&mut v, b.overhead);
+        let s = stats_of(&mut v).expect("reps");
+        let rows = String::from_utf8_lossy(&buf[..size]).lines().count().saturating_sub(1);
+        out(&format!(
+            "extra sys_context_read {} reps={} min={} max={} bytes={size} rows={rows} (open + read + close of /scheme/sys/context, as hwbpd does at every task open)",
+            s.median, s.n, s.min, s.max
+        ));
+    }
+
     fn bench_counted_hit(b: &mut Bench) {
         let bp = Breakpoint::watch(WATCHED.word() as u64)
             .len(8)
@@ -285,6 +336,7 @@ mod redox {
         };
         b.check("counted_open", true, &format!("fd {}", bp.raw_handle()));
         let fd = bp.raw_handle();
+        scheme_roundtrip(b, fd, 0);
         let mut vu = vec![0u64; HIT_REPS];
         let mut vw = vec![0u64; HIT_REPS];
         // First the unwatched word, then the watched one, the watch open
@@ -502,6 +554,7 @@ mod redox {
         }
         // Let the threads block, as perf bench does.
         std::thread::sleep(Duration::from_millis(10));
+        scheme_roundtrip(b, fd, threads.len());
 
         let mut v = vec![0u64; reps];
         let mut bad = None;
@@ -563,6 +616,7 @@ mod redox {
         let mut b = Bench { checks: Checks::default(), overhead: 0, pid };
         calibrate(&mut b);
         bench_open_close(&mut b);
+        sys_context_read(&b);
         bench_counted_hit(&mut b);
         bench_sampled_hit(&mut b);
         for (n, reps) in ENABLE_RUNS {

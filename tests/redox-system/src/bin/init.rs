@@ -274,8 +274,9 @@ mod redox {
     /// work while it measures. Its `N passed, M failed` joins the tally.
     fn bench(run: &mut Run) {
         let started = Instant::now();
+        // stdin inherited: Stdio::null() opens /scheme/null, which this
+        // boot does not have (ENODEV).
         let child = Command::new(format!("{BIN}/hwbp-bench"))
-            .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .spawn();
