@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: QEMU for the testbed, Debian's rustc-web
 # (rustc 1.96 + library source) for -Zbuild-std builds of bare-metal and
-# x86_64-unknown-redox code. Idempotent; needs root (CI runs as root).
+# x86_64-unknown-redox code; python3 for tests/linux-compare/table.py (its
+# host tests run in cargo test). Idempotent; needs root (CI runs as root).
 set -euo pipefail
-pkgs=(qemu-system-x86 rustc-web cargo-web rust-web-src)
+pkgs=(qemu-system-x86 rustc-web cargo-web rust-web-src python3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,7 +26,9 @@
 # sys:env HWBP_SYSTEM_BENCH=1 (QEMU_EXTRA's own -append would replace it);
 # the serial log is kept (default $CARGO_TARGET_DIR/bench-serial.log) for
 #   python3 tests/linux-compare/table.py LINUX_LOG BENCH_LOG
-# BENCH_SMP (default 1) sets the vCPUs of a bench boot.
+# BENCH_SMP (default 1) sets the vCPUs of a bench boot. When the Linux
+# half's log exists (LINUX_LOG, default tests/linux-compare/target/serial.log)
+# the table is printed at the end.
 # Env: CARGO_TARGET_DIR (default target/redox-system), SERIAL_LOG=file keeps
 # the log, QEMU_EXTRA (extra QEMU words, e.g. `-append KEY=VALUE`: the
 # loader puts such words into sys:env, so init sees them), LOADER (a PVH
@@ -186,6 +188,14 @@ fi
 echo "run.sh: $verdict (boot ${boot_s} s)"
 if ((bench)); then
     echo "run.sh: bench serial log: $log"
-    echo "run.sh: table: python3 $root/tests/linux-compare/table.py LINUX_LOG $log"
+    # The side-by-side table when the Linux half's log is there
+    # (tests/linux-compare/run.sh keeps it in its target/).
+    linux_log="${LINUX_LOG:-$root/tests/linux-compare/target/serial.log}"
+    if [[ -f $linux_log ]]; then
+        echo "run.sh: python3 tests/linux-compare/table.py $linux_log $log"
+        python3 "$root/tests/linux-compare/table.py" "$linux_log" "$log" || true
+    else
+        echo "run.sh: table: python3 tests/linux-compare/table.py LINUX_LOG $log (no Linux log at $linux_log)"
+    fi
 fi
 exit "$(status_of "$verdict")"
