@@ -204,7 +204,7 @@ impl Checks {
 pub fn parse_figures(log: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for line in log.lines() {
-        let mut t = line.trim().split_whitespace();
+        let mut t = line.split_whitespace();
         if t.next() != Some("figure") {
             continue;
         }
@@ -222,7 +222,7 @@ pub fn parse_figures(log: &str) -> BTreeMap<String, u64> {
 pub fn failed_checks(log: &str) -> Vec<String> {
     log.lines()
         .filter_map(|l| {
-            let mut t = l.trim().split_whitespace();
+            let mut t = l.split_whitespace();
             (t.next() == Some("check")).then_some(())?;
             let name = t.next()?;
             (t.next() == Some("FAIL")).then(|| name.to_string())
