@@ -3,9 +3,10 @@
 # (rustc 1.96 + library source) for -Zbuild-std builds of bare-metal and
 # x86_64-unknown-redox code, gdb for the gdb stub's session test, and
 # gdbserver, gcc and binutils for its comparison with Linux
-# (libhwbp/gdbstub/compare). Idempotent; needs root (CI runs as root).
+# (libhwbp/gdbstub/compare); python3 for tests/linux-compare/table.py.
+# Idempotent; needs root (CI runs as root).
 set -euo pipefail
-pkgs=(qemu-system-x86 rustc-web cargo-web rust-web-src gdb gdbserver gcc binutils)
+pkgs=(qemu-system-x86 rustc-web cargo-web rust-web-src gdb gdbserver gcc binutils python3)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

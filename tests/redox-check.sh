@@ -49,7 +49,7 @@ manifests=(
     scheme-hwbp/redox/Cargo.toml # hwbpd-redox: Redox backend, main loop, the hwbpd binary
     libhwbp/Cargo.toml     # the client library
     libhwbp/tools/Cargo.toml # `hwbp`, `hwbp-selftest`, `hwbp-target`; server crates are host-only deps (feature `sim`): never built here
-    tests/redox-system/Cargo.toml # the system test's init and target
+    tests/redox-system/Cargo.toml # the system test's init, target and hwbp-bench
     libhwbp/gdbstub/Cargo.toml # hwbp-gdbstub: the protocol layers and the hwbp adapter (the simulated task is host-only)
 )
 packages=()

@@ -3,11 +3,18 @@
 # under QEMU TCG with -icount shift=0,sleep=off and our static init
 # (init.c), which measures Linux's perf breakpoint costs in guest
 # instructions; then print the table (table.py).
-#   run.sh [HWBP_FIGURES]     HWBP_FIGURES: "figure <key> <n>" lines (README)
+#   run.sh [HWBP_FIGURES]     HWBP_FIGURES: "figure <key> <n>" lines (README),
+#                             e.g. the serial log of tests/redox-system/run.sh --bench
 # Env: LINUX_COMPARE_TIMEOUT (s, default 900), LINUX_COMPARE_SMP (default 1).
 # Exit 0 only if every figure was produced and every guest check passed.
 # Full serial log: target/serial.log.
 set -euo pipefail
+# HWBP_FIGURES as given on the caller's side of the cd below.
+figures=()
+if (($#)); then
+    [[ -f $1 ]] || { echo "linux-compare: no file $1" >&2; exit 2; }
+    figures=("$(realpath "$1")")
+fi
 cd "$(dirname "$0")"
 
 # Debian packages (idempotent; root, as in CI).
@@ -50,4 +57,4 @@ grep -E '^(info|calib|check|raw|figure|linux-compare:)' "$log" || true
 echo "$(grep -c '^check .* ok ' "$log" || true) passed, $(grep -c '^check .* FAIL' "$log" || true) failed"
 grep -E '^check .* FAIL' "$log" && { echo "linux-compare: guest checks FAILED; log: $PWD/$log" >&2; exit 1; }
 grep -q '^linux-compare: done 0 failed checks' "$log" || { echo "linux-compare: guest did not finish (status $status); log: $PWD/$log" >&2; exit 1; }
-/usr/bin/python3 table.py "$log" "$@"
+/usr/bin/python3 table.py "$log" "${figures[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Redox system test: our std programs on the patched kernel under QEMU.
 #
-#   tests/redox-system/run.sh --kernel K --relibc DIR --bootstrap ELF --initfs-ar BIN
+#   tests/redox-system/run.sh [--bench] --kernel K --relibc DIR --bootstrap ELF --initfs-ar BIN
 #   tests/redox-system/run.sh --verdict-of LOG      (parse a serial log only)
 #
 # K          the kernel ELF (kernel.all) of kernel 663e664 + kernel-patch/patches
@@ -20,6 +20,15 @@
 # headless, prints the serial log and `run.sh: hwbp-system: N passed, M failed`.
 # Exit: 0 when M = 0 and N > 0; 1 when something failed; 2 bad usage or
 # build failure; 124 no verdict within $TIMEOUT seconds (default 600).
+# --bench: the hwbp half of tests/linux-compare instead of the system test:
+# init starts hwbpd and runs hwbp-bench (src/bin/bench.rs), under
+#   -smp 1 -icount shift=0,sleep=off   (rdtsc = retired guest instructions)
+# sys:env HWBP_SYSTEM_BENCH=1 (QEMU_EXTRA's own -append would replace it);
+# the serial log is kept (default $CARGO_TARGET_DIR/bench-serial.log) for
+#   python3 tests/linux-compare/table.py LINUX_LOG BENCH_LOG
+# BENCH_SMP (default 1) sets the vCPUs of a bench boot. When the Linux
+# half's log exists (LINUX_LOG, default tests/linux-compare/target/serial.log)
+# the table is printed at the end.
 # Env: CARGO_TARGET_DIR (default target/redox-system), SERIAL_LOG=file keeps
 # the log, QEMU_EXTRA (extra QEMU words, e.g. `-append KEY=VALUE`: the
 # loader puts such words into sys:env, so init sees them), LOADER (a PVH
@@ -46,9 +55,10 @@ usage() {
     exit 2
 }
 
-kernel="" relibc="" bootstrap="" initfs_ar=""
+kernel="" relibc="" bootstrap="" initfs_ar="" bench=0
 while (($#)); do
     case "$1" in
+    --bench) bench=1; shift ;;
     --kernel) kernel="${2:?}"; shift 2 ;;
     --relibc) relibc="${2:?}"; shift 2 ;;
     --bootstrap) bootstrap="${2:?}"; shift 2 ;;
@@ -100,7 +110,7 @@ chmod +x "$ldir/redox-ld.new"
 cmp -s "$ldir/redox-ld.new" "$ldir/redox-ld" 2>/dev/null || mv "$ldir/redox-ld.new" "$ldir/redox-ld"
 rm -f "$ldir/redox-ld.new"
 
-echo "run.sh: building hwbpd, hwbp, hwbp-selftest, hwbp-system-init, hwbp-system-target for x86_64-unknown-redox"
+echo "run.sh: building hwbpd, hwbp, hwbp-selftest, hwbp-system-init, hwbp-system-target, hwbp-bench for x86_64-unknown-redox"
 start=$SECONDS
 (
     cd "$root"
@@ -124,16 +134,23 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/initfs/bin"
 cp "$out/hwbp-system-init" "$work/initfs/bin/init"
-for p in hwbpd hwbp hwbp-selftest hwbp-system-target; do
+for p in hwbpd hwbp hwbp-selftest hwbp-system-target hwbp-bench; do
     cp "$out/$p" "$work/initfs/bin/$p"
 done
 "$initfs_ar" "$work/initfs" "$bootstrap" -o "$work/initfs.img" > /dev/null
 "$pack" bundle "$kernel" "$work/initfs.img" "$work/bundle.bin"
 
-log="${SERIAL_LOG:-$work/serial.log}"
+if ((bench)); then
+    log="${SERIAL_LOG:-$CARGO_TARGET_DIR/bench-serial.log}"
+    # One vCPU and icount, as the Linux half (tests/linux-compare/run.sh).
+    machine=(-smp "${BENCH_SMP:-1}" -icount shift=0,sleep=off -append HWBP_SYSTEM_BENCH=1)
+else
+    log="${SERIAL_LOG:-$work/serial.log}"
+    machine=(-smp 2)
+fi
 : > "$log"
 # shellcheck disable=SC2206
-qemu=(qemu-system-x86_64 -machine q35 -smp 2 -cpu max -accel tcg -m 1G
+qemu=(qemu-system-x86_64 -machine q35 "${machine[@]}" -cpu max -accel tcg -m 1G
       -display none -monitor none -serial "file:$log" -no-reboot
       -kernel "$loader" -initrd "$work/bundle.bin" ${QEMU_EXTRA:-})
 echo "run.sh: ${qemu[*]}"
@@ -169,4 +186,16 @@ if [[ -z "$verdict" ]]; then
     exit 124
 fi
 echo "run.sh: $verdict (boot ${boot_s} s)"
+if ((bench)); then
+    echo "run.sh: bench serial log: $log"
+    # The side-by-side table when the Linux half's log is there
+    # (tests/linux-compare/run.sh keeps it in its target/).
+    linux_log="${LINUX_LOG:-$root/tests/linux-compare/target/serial.log}"
+    if [[ -f $linux_log ]]; then
+        echo "run.sh: python3 tests/linux-compare/table.py $linux_log $log"
+        python3 "$root/tests/linux-compare/table.py" "$linux_log" "$log" || true
+    else
+        echo "run.sh: table: python3 tests/linux-compare/table.py LINUX_LOG $log (no Linux log at $linux_log)"
+    fi
+fi
 exit "$(status_of "$verdict")"

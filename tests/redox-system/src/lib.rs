@@ -14,6 +14,8 @@
 
 use std::fmt::Write as _;
 
+pub mod bench;
+
 /// The score of one boot: every check prints `ok - …` or `FAIL - …`, and
 /// sub-programs with their own verdict (hwbp-selftest) add their counts.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

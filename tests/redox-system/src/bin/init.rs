@@ -18,6 +18,10 @@
 //! 4. Prints `ok - …` / `FAIL - …` per check, then
 //!    `hwbp-system: N passed, M failed`, and powers off through
 //!    `/scheme/sys/kstop`. It never exits (the kernel must keep an init).
+//!
+//! Bench mode (sys:env `HWBP_SYSTEM_BENCH=1`, `run.sh --bench`): steps 1
+//! and 2 (hwbpd logging errors only), then `hwbp-bench` instead of step 3
+//! (tests/linux-compare/README.md), then step 4.
 
 #[cfg(not(target_os = "redox"))]
 fn main() {
@@ -255,8 +259,49 @@ mod redox {
 
     fn hwbpd_command() -> Command {
         let mut c = Command::new(format!("{BIN}/hwbpd"));
-        c.env("HWBPD_LOG", "info");
+        // Bench mode: hwbpd logs errors only. At `warn` it would print a
+        // line to the serial console for every refused call, and the
+        // bench's baseline reads (EAGAIN) are refused calls.
+        let level = if env_flag(BENCH_VAR) { "error" } else { "info" };
+        c.env("HWBPD_LOG", level);
         c
+    }
+
+    /// sys:env switch (`run.sh --bench`): start hwbpd, run hwbp-bench, power off.
+    const BENCH_VAR: &str = "HWBP_SYSTEM_BENCH";
+
+    /// Bench mode: hwbp-bench as root with hwbpd serving. Its stdout is
+    /// ours (the serial console: its `figure`/`check` lines arrive as they
+    /// are printed, unindented, for tests/linux-compare/table.py); only its
+    /// stderr comes through a pipe, read after it exited, so init does no
+    /// work while it measures. Its `N passed, M failed` joins the tally.
+    fn bench(run: &mut Run) {
+        let started = Instant::now();
+        // stdin inherited: Stdio::null() opens /scheme/null, which this
+        // boot does not have (ENODEV).
+        let child = Command::new(format!("{BIN}/hwbp-bench"))
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::piped())
+            .spawn();
+        let out = match child.and_then(|c| c.wait_with_output()) {
+            Ok(o) => o,
+            Err(e) => return run.fail(format!("hwbp-bench: {e}")),
+        };
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        match last_counts(&text) {
+            Some((p, f)) => {
+                run.tally.add_sub(p, f);
+                run.check(
+                    f == 0 && p > 0 && out.status.success(),
+                    format!(
+                        "hwbp-bench: {p} checks passed, {f} failed ({:.1} s, {})",
+                        started.elapsed().as_secs_f64(),
+                        out.status
+                    ),
+                );
+            }
+            None => run.fail(format!("hwbp-bench: no verdict ({}; stderr {text:?})", out.status)),
+        }
     }
 
     /// Whether /scheme/hwbp is served: its root answers (hwbpd refuses the
@@ -954,6 +999,12 @@ mod redox {
             up.is_some(),
             format!("hwbpd handed back its scheme over INIT_NOTIFY; /scheme/hwbp up after {up:?}"),
         ) {
+            say(&run.tally.summary());
+            power_off(&run);
+        }
+
+        if env_flag(BENCH_VAR) {
+            bench(&mut run);
             say(&run.tally.summary());
             power_off(&run);
         }
