@@ -304,6 +304,7 @@ pub static DEBUG: Global<DebugState> = Global::new(DebugState {
             set_resume_flag: false,
             single_step: false,
             other: false,
+            stop: false,
         },
         last_unclaimed: None,
         trace: [(0, 0, 0); 4],
